@@ -1,0 +1,77 @@
+"""Cache of preprocessed images, so training epochs do not decode and crop pages again.
+
+Each image is run once through ``ecgdx.preprocessing.preprocess`` (the same function the
+inference path uses) and stored as an 8-bit PNG under ``cache_dir/<spec-hash>/<sha256>.png``.
+The spec hash changes whenever any preprocessing parameter changes, so a stale cache is never
+read for a new spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ecgdx.errors import DataError
+
+
+def spec_hash(spec) -> str:
+    """Short stable hash of a PreprocessSpec (its dict form)."""
+    text = json.dumps(spec.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _to_uint8(tensor: np.ndarray) -> np.ndarray:
+    """(1, H, W) float32 in [0, 1] -> (H, W) uint8."""
+    return np.clip(np.rint(tensor[0] * 255.0), 0, 255).astype(np.uint8)
+
+
+def _preprocess_one(job: tuple[str, str, dict]) -> str:
+    path, out, spec_dict = job
+    from ecgdx.preprocessing import PreprocessSpec, preprocess
+
+    image = _to_uint8(preprocess(path, PreprocessSpec.from_dict(spec_dict)))
+    tmp = out + ".tmp.png"
+    cv2.imwrite(tmp, image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    os.replace(tmp, out)
+    return out
+
+
+def load_preprocessed(paths: list[str], hashes: list[str], spec, cache_dir: str | Path, workers: int = 0,
+                      progress: bool = True) -> list[np.ndarray]:
+    """Return the preprocessed (H, W) uint8 image for every path, computing missing ones in parallel.
+
+    ``hashes`` are the files' sha256 (the manifest column) and name the cache entries, so a
+    duplicate image is preprocessed once.
+    """
+    if len(paths) != len(hashes):
+        raise DataError("paths and hashes differ in length")
+    folder = Path(cache_dir) / spec_hash(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    targets = [str(folder / f"{digest}.png") for digest in hashes]
+    todo = {}
+    for path, target in zip(paths, targets, strict=True):
+        if not os.path.exists(target) and target not in todo:
+            todo[target] = path
+    if todo:
+        jobs = [(path, target, spec.to_dict()) for target, path in todo.items()]
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        from tqdm import tqdm
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in tqdm(pool.map(_preprocess_one, jobs, chunksize=8), total=len(jobs),
+                          desc="preprocessing", unit="img", disable=not progress):
+                pass
+    images = []
+    for target in targets:
+        image = cv2.imread(target, cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise DataError(f"cache entry {target} is unreadable; delete the folder {folder} and retry")
+        images.append(image)
+    return images
