@@ -41,10 +41,10 @@ def test_checkpoint_describes_itself_and_reloads_identically(smoke_run):
     model, ckpt = load_checkpoint(result["run_dir"])
     assert ckpt["classes"] == ["normal", "mi", "abnormal_heartbeat", "history_of_mi"]
     assert ckpt["model"]["name"] == "seed_cnn"
-    assert ckpt["preprocess"]["height"] == 128
+    assert ckpt["preprocess"]["height"] == 96
     assert ckpt["temperature"] > 0
     assert set(ckpt["test_metrics"]) >= {"accuracy", "macro_f1", "ece", "mi_sensitivity"}
-    images = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(3)]
+    images = [np.random.default_rng(i).integers(0, 256, (96, 96), dtype=np.uint8) for i in range(3)]
     first = predict_logits(model, images)
     again, _ = load_checkpoint(Path(result["run_dir"]) / "best.pt")
     np.testing.assert_array_equal(first, predict_logits(again, images))

@@ -51,6 +51,10 @@ class PreprocessConfig:
     clahe_clip: float = 2.0
     clahe_tile: int = 8
     median_ksize: int = 3
+    # "page": the cropped trace area as printed; "canonical": the 12 leads re-drawn from the page's
+    # detected lead panels into one fixed layout with no grid, labels or pulses (ecgdx.layout), so the
+    # model cannot see which print template the page used.
+    layout: str = "page"
 
     def to_spec(self):
         from ecgdx.preprocessing import PreprocessSpec

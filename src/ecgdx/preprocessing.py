@@ -9,6 +9,10 @@ Pipeline (``preprocess``)::
 CLAHE and the median run at twice the output size rather than at the upload's own resolution, so
 that a full-resolution photo and a half-size copy of it give the same tensor; see ``preprocess``.
 
+With ``spec.layout == "canonical"`` the crop is replaced by ``ecgdx.layout.canonical_page``: every
+lead redrawn into one fixed 3x4 + rhythm layout on white paper, so the print template (grid, 3x4 or
+6x2 arrangement, labels) is not visible to the model; see ``preprocess``.
+
 Output convention: 1.0 = white paper, 0.0 = ink. Everything is deterministic: the same pixels give
 the same tensor whether they arrive as a path, bytes, a file object or a decoded array.
 
@@ -40,6 +44,7 @@ from ecgdx.labels import TEMPLATES, UNKNOWN_TEMPLATE
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "LAYOUTS",
     "MIN_IMAGE_SIDE",
     "PreprocessDetails",
     "PreprocessSpec",
@@ -55,6 +60,9 @@ DEFAULT_MAX_PIXELS = 60_000_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # Below this an ECG page cannot hold readable traces; it is almost certainly an icon or a thumbnail.
 MIN_IMAGE_SIDE = 64
+
+# PreprocessSpec.layout values: the page as printed, or the leads redrawn by ecgdx.layout.
+LAYOUTS = ("page", "canonical")
 
 _SUPPORTED = "not a supported image type (expected JPEG, PNG, BMP, TIFF or WebP)"
 
@@ -81,6 +89,14 @@ class PreprocessSpec:
         max_pixels: largest accepted image, width * height, checked before decoding.
         max_bytes: largest accepted encoded file in bytes.
         version: pipeline version; bump when the algorithm changes so cached tensors are invalidated.
+        layout: "page" = the (cropped) page as printed; "canonical" = ``ecgdx.layout.canonical_page``
+            (leads redrawn into one template-free layout) at height x width, without CLAHE and
+            median (see ``preprocess``); pages without a recognisable lead layout fall back to
+            "page" (``PreprocessDetails.layout_method`` says which happened).
+
+    Compatibility: fields added after the first release (``layout``) are written by ``to_dict`` only
+    when they differ from their default, so a default spec serialises exactly as before (stored
+    model specs and cache keys stay valid) and ``from_dict`` of an old dict gives the old behaviour.
     """
 
     height: int = 384
@@ -93,6 +109,7 @@ class PreprocessSpec:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     version: int = 1
+    layout: str = "page"
 
     def __post_init__(self) -> None:
         _check_int("height", self.height, 1, 8192)
@@ -117,13 +134,19 @@ class PreprocessSpec:
         _check_int("max_pixels", self.max_pixels, 1, None)
         _check_int("max_bytes", self.max_bytes, 1, None)
         _check_int("version", self.version, 1, 1)
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, got {self.layout!r}")
         # numpy integers pass the checks; store plain ints so to_dict() stays JSON-serialisable.
         for name in ("height", "width", "clahe_tile", "median_ksize", "max_pixels", "max_bytes", "version"):
             object.__setattr__(self, name, int(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of all fields."""
-        return dataclasses.asdict(self)
+        """Plain JSON-serialisable dict of all fields (later fields only when not at their default)."""
+        d = dataclasses.asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> PreprocessSpec:
@@ -137,6 +160,10 @@ class PreprocessSpec:
                 f"unknown preprocessing spec key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
             )
         return cls(**dict(d))
+
+
+# Fields added after the first release, with their defaults: omitted from to_dict() at the default.
+_LATER_FIELDS: dict[str, Any] = {"layout": "page"}
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None) -> None:
@@ -855,8 +882,11 @@ class PreprocessDetails:
     crop_box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive (whole page when spec.crop == "none").
     crop_method: 'pulses', 'traces', 'fallback' or 'none' (see ``locate_trace_area``).
     template: '3x4_grid', '6x2_nogrid' or 'unknown' (always 'unknown' when spec.crop == "none").
-    cropped: (h, w) uint8 crop of the grayscale page, before contrast, denoising and resizing.
+    cropped: (h, w) uint8 crop of the grayscale page, before contrast, denoising and resizing (also
+        reported, not used, when the canonical layout was drawn).
     model_input: (spec.height, spec.width) uint8 image the model saw (the tensor * 255).
+    layout_method: 'page' (spec.layout == "page"), 'canonical' (the leads were redrawn) or
+        'fallback' (spec.layout == "canonical" but no lead layout was found: the crop was used).
     """
 
     original_size: tuple[int, int]
@@ -865,6 +895,7 @@ class PreprocessDetails:
     template: str
     cropped: np.ndarray
     model_input: np.ndarray
+    layout_method: str = "page"
 
 
 def preprocess(image: Any, spec: PreprocessSpec | None = None) -> np.ndarray:
@@ -876,6 +907,11 @@ def preprocess(image: Any, spec: PreprocessSpec | None = None) -> np.ndarray:
     full-resolution photo and a half-size copy of it give the same tensor (a 3x3 median means the
     same thing for both), and keeps a 2213x1572 page under ~25 ms (CLAHE alone on its full-size
     crop takes ~30 ms).
+
+    spec.layout == "canonical": the crop, CLAHE and median are replaced by
+    ``ecgdx.layout.canonical_page(gray, spec.height, spec.width)`` (see ``_canonical_input`` for why
+    CLAHE and the median are skipped); a page without a recognisable lead layout falls back to the
+    crop pipeline above, recorded as ``PreprocessDetails.layout_method == "fallback"``.
 
     Args:
         image: anything ``decode_image`` accepts (path, bytes, binary file object or array).
@@ -901,10 +937,52 @@ def preprocess_with_details(
         box, method, template = (0, 0, width, height), "none", UNKNOWN_TEMPLATE
     x0, y0, x1, y1 = box
     cropped = gray[y0:y1, x0:x1]
-    out = _enhance_and_resize(cropped, spec)
+    out, layout_method = None, "page"
+    if spec.layout == "canonical":
+        out = _canonical_input(gray, spec)
+        layout_method = "fallback" if out is None else "canonical"
+    if out is None:
+        out = _enhance_and_resize(cropped, spec)
     tensor = (out.astype(np.float32) / np.float32(255.0))[None]
-    details = PreprocessDetails((height, width), box, method, template, cropped.copy(), out)
+    details = PreprocessDetails((height, width), box, method, template, cropped.copy(), out, layout_method)
     return tensor, details
+
+
+# The canonical page's natural aspect (height, width): 4 rows of 30 mm over 10 s at 25 mm/s.
+_CANONICAL_ASPECT = (384, 768)
+
+
+def _canonical_input(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray | None:
+    """(spec.height, spec.width) uint8 canonical page, or None when the page has no lead layout.
+
+    No CLAHE and no median: the canonical page is already clean ink on white, CLAHE would stretch
+    each tile by how much ink it holds (line darkness would then depend on the ECG and, through the
+    number of leads per tile, on the layout) and the median exists to remove paper and JPEG noise
+    that the redrawing has already dropped; it would only erode one-pixel-thin trace lines.
+    keep_aspect=True draws at the canonical 1:2 aspect and pads with white paper, centred.
+    """
+    # Imported here: ecgdx.layout builds on this module's page analysis.
+    from ecgdx.errors import NotAnEcgError
+    from ecgdx.layout import canonical_page
+
+    if spec.keep_aspect:
+        scale = min(spec.height / _CANONICAL_ASPECT[0], spec.width / _CANONICAL_ASPECT[1])
+        fit_h = min(spec.height, max(16, round(_CANONICAL_ASPECT[0] * scale)))
+        fit_w = min(spec.width, max(16, round(_CANONICAL_ASPECT[1] * scale)))
+    else:
+        fit_h, fit_w = spec.height, spec.width
+    if fit_h < 16 or fit_w < 16:
+        return None  # too small to draw 4 rows of traces; the crop path handles any size
+    try:
+        drawn = canonical_page(gray, height=fit_h, width=fit_w)
+    except NotAnEcgError:
+        return None
+    if (fit_h, fit_w) == (spec.height, spec.width):
+        return drawn
+    canvas = np.full((spec.height, spec.width), 255, np.uint8)
+    top, left = (spec.height - fit_h) // 2, (spec.width - fit_w) // 2
+    canvas[top : top + fit_h, left : left + fit_w] = drawn
+    return canvas
 
 
 def _enhance_and_resize(cropped: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
