@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_commands.register(sub)
 
+    from ecgdx import predict as predict_commands  # predict, export, model info (stdlib imports only)
+
+    predict_commands.register(sub)
+
     train = sub.add_parser("train", help="train a classifier from a YAML config")
     train.add_argument("--config", required=True, help="YAML experiment config, e.g. configs/honest.yaml")
     train.add_argument(
@@ -67,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", help="run directories")
     compare.add_argument("--out", help="write the table to this markdown file as well")
     compare.set_defaults(func=_compare)
+
+    from ecgdx import serve as serve_commands  # the web app (stdlib imports only; Django when it runs)
+
+    serve_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,399 @@
+"""Torch-free inference: an exported ONNX model + the shared preprocessing + the quality gate.
+
+Usage::
+
+    from ecgdx.inference import Predictor
+    predictor = Predictor.from_path("model.onnx")        # or Predictor() for the bundled/env model
+    p = predictor.predict("page.jpg")                    # path, bytes, file object or array
+    p.label, p.probabilities, p.gate.ok, p.timings_ms
+    results = predictor.predict_many(paths, batch_size=16)   # Prediction or PredictionFailure each
+
+One ``Predictor`` holds one onnxruntime session, created once and reused by every call. Per page:
+
+    decode_image -> preprocess_with_details (spec from the model's metadata) -> gate.assess_page
+    -> onnxruntime -> softmax(logits / temperature)
+
+If the gate says the picture is not a readable ECG page, no diagnosis is made (``label`` None, no
+probabilities) unless ``force=True``; ``strict=True`` raises ``NotAnEcgError`` instead.
+
+Model lookup for ``Predictor()`` without a path: the file named by ``ECGDX_MODEL_PATH``, else the
+bundled ``ecgdx/assets/default.onnx``, else ``ModelError`` telling the user what to do.
+
+Imports only numpy, OpenCV and onnxruntime (never torch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgdx.errors import EcgdxError, ModelError, NotAnEcgError
+from ecgdx.export import INPUT_NAME, OUTPUT_NAME, decode_metadata, open_session
+from ecgdx.gate import GateResult, assess_page
+from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
+from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
+
+__all__ = ["MODEL_ENV", "Prediction", "PredictionFailure", "Predictor", "default_model_path"]
+
+MODEL_ENV = "ECGDX_MODEL_PATH"
+BUNDLED_MODEL = "assets/default.onnx"
+# Most pages per onnxruntime run (predict_many batches preprocessing more widely than this). Larger
+# runs were barely faster per page on CPU (+12 % from 1 to 4 pages with seed_cnn at 384 px) but keep
+# onnxruntime's arena at the largest run's activations (RSS 254 MB at 1 page, 515 MB at 4).
+RUN_BATCH = 2
+
+
+@dataclass
+class Prediction:
+    """Result for one picture.
+
+    source: the path given (str), or None for bytes / arrays.
+    label, display_name: predicted class key and its human name; None when the gate refused the
+        picture (no diagnosis is made for pictures that do not look like an ECG page).
+    probabilities: class key -> probability (temperature-calibrated softmax, sums to 1); empty when
+        the gate refused the picture.
+    model_version: ``model_version`` from the ONNX metadata.
+    gate: the quality gate's verdict (``ecgdx.gate.GateResult``).
+    timings_ms: milliseconds of decode, preprocess, gate, inference (for a batch: its share), explain
+        (only with explain=True) and total (their sum).
+    preprocess: what preprocessing did: original_size (h, w), crop_box (x0, y0, x1, y1 page pixels),
+        crop_method, template, layout_method.
+    forced: True when a diagnosis was made although the gate refused the picture (force=True).
+    explanation: ``ecgdx.explain.Explanation`` when requested.
+    """
+
+    source: str | None
+    label: str | None
+    display_name: str | None
+    probabilities: dict[str, float]
+    model_version: str
+    gate: GateResult
+    timings_ms: dict[str, float]
+    preprocess: dict[str, Any]
+    forced: bool = False
+    explanation: Any = None
+
+    @property
+    def diagnosed(self) -> bool:
+        """True when a class was predicted (gate passed, or forced)."""
+        return self.label is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (the explanation as its summary, without pixel arrays)."""
+        out = {
+            "source": self.source,
+            "label": self.label,
+            "display_name": self.display_name,
+            "probabilities": dict(self.probabilities),
+            "model_version": self.model_version,
+            "gate": self.gate.to_dict(),
+            "timings_ms": dict(self.timings_ms),
+            "preprocess": dict(self.preprocess),
+            "forced": self.forced,
+        }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
+        return out
+
+
+@dataclass
+class PredictionFailure:
+    """A picture that could not be processed (unreadable file, not an image, too large ...)."""
+
+    source: str | None
+    error: str
+    error_type: str = "InvalidImageError"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "error": self.error, "error_type": self.error_type}
+
+
+@dataclass
+class _Prepared:
+    """One decoded, preprocessed and gated page waiting for inference."""
+
+    source: str | None
+    tensor: np.ndarray  # (1, H, W) float32
+    details: PreprocessDetails
+    gate: GateResult
+    timings_ms: dict[str, float]
+    lead_regions: Any = None  # ecgdx.explain.Regions, only when explaining
+
+
+def default_model_path() -> Path | bytes:
+    """The model ``Predictor()`` loads: $ECGDX_MODEL_PATH, else the bundled default.onnx.
+
+    Returns a path, or the model's bytes when the package is not installed as plain files.
+    Raises ModelError naming both options when neither exists.
+    """
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{MODEL_ENV} is set to '{env}', which is not a model file")
+        return path
+    bundled = resources.files("ecgdx").joinpath(BUNDLED_MODEL)
+    if bundled.is_file():
+        return Path(str(bundled)) if Path(str(bundled)).is_file() else bundled.read_bytes()
+    raise ModelError(
+        "no model given and no bundled model is installed: pass --model MODEL.onnx "
+        f"(Predictor.from_path(path) in Python) or set {MODEL_ENV}=MODEL.onnx; "
+        "make one with `ecgdx export runs/RUN --out MODEL.onnx`"
+    )
+
+
+class Predictor:
+    """Classify ECG page pictures with an exported ecgdx ONNX model (see the module docstring).
+
+    Args:
+        path: ONNX file; None = ``default_model_path()``.
+        threads: onnxruntime intra-op threads, and workers for ``predict_many``'s preprocessing.
+            None = 1: the lowest latency per picture on a shared server, and no oversubscription
+            when several predictors run side by side; use 2-4 for batch throughput.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, threads: int | None = None) -> None:
+        self.threads = 1 if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        model = default_model_path() if path is None else Path(path)
+        self.path = model if isinstance(model, Path) else None
+        label = f"'{model}'" if isinstance(model, Path) else "the bundled model"
+        self.session = open_session(model, threads=self.threads)
+        self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map, label)
+        try:
+            self.spec = PreprocessSpec.from_dict(self.metadata["preprocess"])
+        except ValueError as exc:
+            raise ModelError(f"{label} needs a preprocessing this ecgdx cannot do ({exc}); upgrade ecgdx") from None
+        self.temperature = float(self.metadata["temperature"])
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ModelError(f"{label} has an invalid temperature {self.temperature!r}")
+        self.model_version = str(self.metadata.get("model_version", "unknown"))
+        self.display_names = {k: DISPLAY_NAMES[k] for k in CLASS_KEYS}
+        self._check_io(label)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> Predictor:
+        """Same as ``Predictor(path, threads=threads)``."""
+        return cls(path, threads=threads)
+
+    def _check_io(self, label: str) -> None:
+        """The graph must take 'image' (N, 1, H, W) matching the spec and return 'logits' (N, 4)."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise ModelError(f"{label} must have input '{INPUT_NAME}' and output '{OUTPUT_NAME}'")
+        shape = inputs[0].shape
+        expected = (1, self.spec.height, self.spec.width)
+        fixed = [(got, want) for got, want in zip(shape[1:], expected, strict=False) if isinstance(got, int)]
+        if len(shape) != 4 or any(got != want for got, want in fixed):
+            raise ModelError(f"{label} takes input shape {shape}, but its spec says (N, {', '.join(map(str, expected))})")
+
+    # ------------------------------------------------------------------------------------- core
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, H, W) float32 model inputs -> (N, 4) calibrated probabilities (float64)."""
+        return softmax(self.logits(batch) / self.temperature)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, H, W) float32 model inputs -> (N, 4) raw logits (float64)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0].astype(np.float64)
+
+    def predict(
+        self,
+        source: Any,
+        *,
+        explain: bool = False,
+        force: bool = False,
+        strict: bool = False,
+        grid: tuple[int, int] = (8, 8),
+    ) -> Prediction:
+        """Classify one picture.
+
+        Args:
+            source: path, encoded bytes, binary file object or decoded array (``decode_image``).
+            explain: also compute an occlusion explanation (``ecgdx.explain``; ~grid cells + 13
+                extra model runs).
+            force: classify even when the quality gate refuses the picture (``forced`` is then True).
+            strict: raise NotAnEcgError instead of returning an undiagnosed Prediction.
+            grid: occlusion grid (rows, columns) for explain.
+
+        Raises:
+            InvalidImageError: unreadable input. NotAnEcgError: strict and the gate refused it.
+        """
+        prepared = self._prepare(source, explain, force)
+        if strict and not force and not prepared.gate.ok:
+            raise NotAnEcgError(_refusal(prepared))
+        return self._finish([prepared], explain=explain, force=force, grid=grid)[0]
+
+    def predict_many(
+        self,
+        sources: Iterable[Any],
+        batch_size: int = 16,
+        *,
+        explain: bool = False,
+        force: bool = False,
+        grid: tuple[int, int] = (8, 8),
+        workers: int | None = None,
+    ) -> list[Prediction | PredictionFailure]:
+        """Classify many pictures; one result per source, in order, never stopping on a bad file.
+
+        Preprocessing runs on ``workers`` threads (default: the predictor's ``threads``; OpenCV
+        releases the GIL) over chunks of ``batch_size`` pages, inference on runs of up to
+        ``RUN_BATCH`` pages of a chunk. A source that
+        cannot be read becomes a ``PredictionFailure`` naming the problem.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sources = list(sources)
+        workers = self.threads if workers is None else max(1, int(workers))
+        results: list[Prediction | PredictionFailure] = []
+        with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InlineExecutor() as pool:
+            for start in range(0, len(sources), batch_size):
+                chunk = sources[start : start + batch_size]
+                prepared = list(pool.map(lambda s: self._prepare_or_fail(s, explain, force), chunk))
+                ready = [p for p in prepared if isinstance(p, _Prepared)]
+                finished = iter(self._finish(ready, explain=explain, force=force, grid=grid))
+                results.extend(next(finished) if isinstance(p, _Prepared) else p for p in prepared)
+        return results
+
+    # ---------------------------------------------------------------------------------- stages
+
+    def _prepare_or_fail(self, source: Any, explain: bool, force: bool) -> _Prepared | PredictionFailure:
+        try:
+            return self._prepare(source, explain, force)
+        except EcgdxError as exc:
+            return PredictionFailure(_source_name(source), str(exc), type(exc).__name__)
+        except Exception as exc:  # one odd picture must not stop a batch of thousands
+            name = _source_name(source) or "the picture"
+            return PredictionFailure(_source_name(source), f"{name}: unexpected error {type(exc).__name__}: {exc}",
+                                     type(exc).__name__)
+
+    def _prepare(self, source: Any, explain: bool, force: bool) -> _Prepared:
+        """Decode, preprocess and gate one picture (everything before inference), timed.
+
+        With explain, the lead layout is found here too (it needs the decoded page, which is not
+        kept), but only for pictures that will be diagnosed.
+        """
+        t0 = time.perf_counter()
+        gray = decode_image(source, max_pixels=self.spec.max_pixels, max_bytes=self.spec.max_bytes)
+        t1 = time.perf_counter()
+        tensor, details = preprocess_with_details(gray, self.spec)
+        t2 = time.perf_counter()
+        gate = assess_page(gray, details=details if self.spec.crop == "auto" else None)
+        t3 = time.perf_counter()
+        timings = {"decode": _ms(t1 - t0), "preprocess": _ms(t2 - t1), "gate": _ms(t3 - t2)}
+        regions = None
+        if explain and (gate.ok or force):
+            from ecgdx.explain import lead_regions
+
+            # Needs the page itself (for the lead layout), which is not kept after this step.
+            regions = lead_regions(self.spec, details, gray)
+            timings["explain"] = _ms(time.perf_counter() - t3)
+        return _Prepared(_source_name(source), tensor, details, gate, timings, regions)
+
+    def _finish(
+        self, prepared: Sequence[_Prepared], *, explain: bool, force: bool, grid: tuple[int, int]
+    ) -> list[Prediction]:
+        """Run inference on the pages that passed the gate (or all, when forced) as one batch."""
+        todo = [i for i, p in enumerate(prepared) if p.gate.ok or force]
+        probs: dict[int, np.ndarray] = {}
+        share = 0.0
+        if todo:
+            t0 = time.perf_counter()
+            batch = np.stack([prepared[i].tensor for i in todo])
+            # Runs of at most RUN_BATCH pages (see RUN_BATCH for why not the whole chunk).
+            out = [self.probabilities(batch[j : j + RUN_BATCH]) for j in range(0, len(batch), RUN_BATCH)]
+            probs = dict(zip(todo, np.concatenate(out), strict=True))
+            share = _ms((time.perf_counter() - t0) / len(todo))
+        results = []
+        for i, p in enumerate(prepared):
+            timings = dict(p.timings_ms, inference=share if i in probs else 0.0)
+            label = display = None
+            probabilities: dict[str, float] = {}
+            explanation = None
+            if i in probs:
+                probabilities = {k: float(v) for k, v in zip(CLASS_KEYS, probs[i], strict=True)}
+                label = CLASS_KEYS[int(np.argmax(probs[i]))]
+                display = self.display_names[label]
+                if explain:
+                    t0 = time.perf_counter()
+                    explanation = self._explain(p, CLASS_KEYS.index(label), grid)
+                    timings["explain"] = timings.get("explain", 0.0) + _ms(time.perf_counter() - t0)
+            timings["total"] = round(sum(timings.values()), 3)
+            results.append(Prediction(
+                source=p.source, label=label, display_name=display, probabilities=probabilities,
+                model_version=self.model_version, gate=p.gate, timings_ms=timings,
+                preprocess=_details_dict(p.details), forced=bool(i in probs and not p.gate.ok),
+                explanation=explanation,
+            ))
+        return results
+
+    def _explain(self, prepared: _Prepared, target: int, grid: tuple[int, int]):
+        from ecgdx.explain import explain_input
+
+        return explain_input(
+            self.probabilities, prepared.tensor, target, regions=prepared.lead_regions, grid=grid,
+            details=prepared.details, spec=self.spec,
+        )
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits (float64, numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _refusal(prepared: _Prepared) -> str:
+    name = f"'{prepared.source}'" if prepared.source else "the picture"
+    reasons = "; ".join(prepared.gate.reasons) or "low overall evidence"
+    return (f"{name} does not look like a readable 12-lead ECG page (quality score "
+            f"{prepared.gate.score:.2f}): {reasons}")
+
+
+def _details_dict(details: PreprocessDetails) -> dict[str, Any]:
+    return {
+        "original_size": list(details.original_size),
+        "crop_box": [int(v) for v in details.crop_box],
+        "crop_method": details.crop_method,
+        "template": details.template,
+        "layout_method": details.layout_method,
+    }
+
+
+def _source_name(source: Any) -> str | None:
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class _InlineExecutor:
+    """``ThreadPoolExecutor`` stand-in that runs in the calling thread (no thread for workers=1)."""
+
+    def __enter__(self) -> _InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn, items):
+        return map(fn, items)

@@ -1,0 +1,305 @@
+"""`ecgdx predict`, `ecgdx export` and `ecgdx model info`.
+
+Only the standard library is imported at module level so `ecgdx --help` stays fast; onnxruntime,
+OpenCV and (for export only) torch are imported when a command runs.
+
+Exit codes: 0 success (for predict: at least one picture could be read, even if some could not or
+were refused by the quality gate); 1 nothing could be read, or no pictures were found; 2 invalid
+arguments or a model problem (``ecgdx.cli`` turns EcgdxError into 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_NOTHING_READ = 1
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# The fixed leading CSV columns (scripts rely on them); extras follow in EXTRA_COLUMNS order.
+CSV_COLUMNS = ("path", "label", "prob_normal", "prob_mi", "prob_abnormal_heartbeat", "prob_history_of_mi")
+EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_version", "error", "explanation")
+# Show a progress bar only when a run has more pictures than this.
+_PROGRESS_MIN = 16
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `predict`, `export` and `model` (with `model info`) to a CLI's subparsers."""
+    predict = subparsers.add_parser(
+        "predict",
+        help="classify ECG page pictures with an ONNX model (torch-free)",
+        description="Classify pictures of 12-lead ECG printouts. PATH may be files or folders (searched "
+        "recursively for .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp). Pictures that do not look like an ECG "
+        "page get no diagnosis (see --force). Research tool, not a medical device.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--model", help="ONNX model (default: $ECGDX_MODEL_PATH, else the bundled model)")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                         help="output format (default table)")
+    predict.add_argument("--output", type=Path, help="write the results to this file instead of stdout")
+    predict.add_argument("--batch-size", type=_positive_int, default=16,
+                         help="pictures per inference batch (default 16)")
+    predict.add_argument("--explain", type=Path, metavar="DIR_OUT",
+                         help="write an occlusion heatmap PNG per picture into this folder")
+    predict.add_argument("--threads", type=_positive_int, default=None,
+                         help="CPU threads for inference and preprocessing (default 1)")
+    predict.add_argument("--force", action="store_true",
+                         help="classify pictures even when the quality gate says they are not ECG pages")
+    predict.set_defaults(func=run_predict)
+
+    export = subparsers.add_parser(
+        "export", help="export a trained checkpoint to a self-describing ONNX file (needs the [train] extra)"
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="best.pt or its run directory")
+    export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--check-images", nargs="*", default=[], metavar="IMAGE",
+                        help="real images to add to the onnxruntime-vs-PyTorch parity check")
+    export.set_defaults(func=run_export)
+
+    model = subparsers.add_parser("model", help="inspect ONNX models")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="{info}")
+    info = model_commands.add_parser("info", help="print a model's metadata (version, classes, preprocessing, metrics)")
+    info.add_argument("path", nargs="?", help="ONNX model (default: $ECGDX_MODEL_PATH, else the bundled model)")
+    info.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    info.set_defaults(func=run_model_info)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------------
+
+
+def collect_inputs(paths: list[str]) -> list[tuple[str, str]]:
+    """(display path, file path) for every picture: files as given, folders searched recursively.
+
+    The display path is the path given on the command line joined with the path inside the folder
+    (e.g. ``scans/2024/page.jpg`` for ``scans`` + ``2024/page.jpg``). Files named explicitly are kept
+    whatever their extension (a wrong one is reported when it is read); missing paths too.
+    """
+    found: list[tuple[str, str]] = []
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            files = sorted(
+                p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
+            if not files:
+                print(f"ecgdx: warning: no images in folder '{given}'", file=sys.stderr)
+            found.extend((os.path.join(given, str(p.relative_to(root))), str(p)) for p in files)
+        else:
+            found.append((given, given))
+    return found
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify every picture, print or write the results, report problems per file on stderr."""
+    from tqdm import tqdm
+
+    from ecgdx.inference import Predictor
+
+    inputs = collect_inputs(args.paths)
+    if not inputs:
+        print("ecgdx: error: no pictures to classify", file=sys.stderr)
+        return EXIT_NOTHING_READ
+    predictor = Predictor(args.model, threads=args.threads)
+    names = _explain_names([display for display, _ in inputs]) if args.explain else {}
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(inputs), unit="img", file=sys.stderr, disable=len(inputs) <= _PROGRESS_MIN)
+    for start in range(0, len(inputs), args.batch_size):
+        chunk = inputs[start : start + args.batch_size]
+        results = predictor.predict_many([path for _, path in chunk], batch_size=args.batch_size,
+                                         explain=bool(args.explain), force=args.force)
+        for (display, _), result in zip(chunk, results, strict=True):
+            rows.append(_result_row(display, result, args.explain, names))
+            _report(display, result, bar)
+        bar.update(len(chunk))
+    bar.close()
+    text = format_results(rows, args.format)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {len(rows)} results to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.explain:
+        written = sum(1 for r in rows if r.get("explanation"))
+        print(f"wrote {written} explanation pictures to {args.explain}", file=sys.stderr)
+    read = sum(1 for r in rows if not r["error"])
+    return EXIT_OK if read else EXIT_NOTHING_READ
+
+
+def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict[str, str]) -> dict[str, Any]:
+    """One output row (plain dict) of a Prediction or PredictionFailure; writes its overlay PNG."""
+    from ecgdx.inference import PredictionFailure
+
+    if isinstance(result, PredictionFailure):
+        return {"path": display, "label": None, "probabilities": {}, "error": result.error}
+    row = result.to_dict()
+    row["path"] = display
+    row["error"] = None
+    row.pop("source", None)
+    if explain_dir is not None and result.explanation is not None:
+        from ecgdx.explain import write_overlay
+
+        target = write_overlay(explain_dir / names[display], result.explanation, result.probabilities)
+        row["explanation_png"] = str(target)
+    return row
+
+
+def _report(display: str, result: Any, bar) -> None:
+    """Tell the user, on stderr, about unreadable or refused pictures (without breaking the bar)."""
+    from ecgdx.inference import PredictionFailure
+
+    if isinstance(result, PredictionFailure):
+        bar.write(f"ecgdx: {result.error}", file=sys.stderr)
+    elif not result.gate.ok:
+        why = "; ".join(result.gate.reasons) or "too little evidence"
+        verdict = "classified anyway (--force)" if result.forced else "no diagnosis (use --force to classify anyway)"
+        bar.write(f"ecgdx: '{display}' does not look like a 12-lead ECG page (quality {result.gate.score:.2f}: "
+                  f"{why}); {verdict}", file=sys.stderr)
+
+
+def _explain_names(displays: list[str]) -> dict[str, str]:
+    """Unique overlay file names: the display path flattened ('a/b.jpg' -> 'a__b.explain.png')."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for display in displays:
+        stem = display.replace("\\", "/").strip("/").replace("../", "").replace("/", "__").replace(":", "_")
+        name, n = f"{stem}.explain.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}.{n}.explain.png"
+        used.add(name)
+        names[display] = name
+    return names
+
+
+def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Rows as 'table', 'csv' or 'json' text."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        return _csv(rows)
+    return _table(rows)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    from ecgdx.labels import CLASS_KEYS
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *EXTRA_COLUMNS])
+    for r in rows:
+        probs = r.get("probabilities") or {}
+        gate = r.get("gate") or {}
+        writer.writerow([
+            r["path"], r.get("label") or "",
+            *(f"{probs[k]:.6f}" if k in probs else "" for k in CLASS_KEYS),
+            "" if not gate else str(gate["ok"]).lower(),
+            "" if not gate else f"{gate['score']:.3f}",
+            "; ".join(gate.get("reasons", [])),
+            str(r.get("forced", False)).lower() if gate else "",
+            r.get("model_version") or "",
+            r.get("error") or "",
+            r.get("explanation_png") or "",
+        ])
+    return out.getvalue()
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Aligned plain text: path, diagnosis, one percentage column per class, quality."""
+    from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
+
+    header = ["path", "diagnosis", *(DISPLAY_NAMES[k] for k in CLASS_KEYS), "quality"]
+    lines = [header]
+    for r in rows:
+        probs = r.get("probabilities") or {}
+        gate = r.get("gate") or {}
+        if r.get("error"):
+            diagnosis = "unreadable"
+        elif r.get("label"):
+            diagnosis = DISPLAY_NAMES[r["label"]] + (" (forced)" if r.get("forced") else "")
+        else:
+            diagnosis = "not an ECG page"
+        quality = f"{gate['score']:.2f}{'' if gate['ok'] else ' (refused)'}" if gate else "-"
+        lines.append([r["path"], diagnosis, *(f"{100 * probs[k]:.1f}%" if k in probs else "-" for k in CLASS_KEYS),
+                      quality])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    # Text columns left-aligned, numbers right-aligned.
+    def fmt(line: list[str]) -> str:
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join(fmt(line) for line in lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# export and model info
+# --------------------------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ecgdx.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check_images=args.check_images)
+    meta = result["metadata"]
+    print(f"wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB), model version {meta['model_version']}")
+    return EXIT_OK
+
+
+def run_model_info(args: argparse.Namespace) -> int:
+    from ecgdx.export import decode_metadata, open_session
+    from ecgdx.inference import default_model_path
+
+    model = Path(args.path) if args.path else default_model_path()
+    label = str(model) if isinstance(model, Path) else "bundled model"
+    session = open_session(model, threads=1)
+    meta = decode_metadata(session.get_modelmeta().custom_metadata_map, f"'{label}'")
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        print(describe_metadata(meta, label))
+    return EXIT_OK
+
+
+def describe_metadata(meta: dict[str, Any], label: str) -> str:
+    """Human-readable summary of an ecgdx ONNX model's metadata."""
+    spec = meta.get("preprocess", {})
+    model = meta.get("model", {})
+    names = meta.get("display_names", {})
+    metrics = meta.get("test_metrics") or {}
+    metric_text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                            if not isinstance(v, dict | list)) or "none recorded"
+    kwargs = ", ".join(f"{k}={v}" for k, v in (model.get("kwargs") or {}).items())
+    prep = (f"{spec.get('height')}x{spec.get('width')} px, crop {spec.get('crop', 'auto')}, "
+            f"layout {spec.get('layout', 'page')}, keep_aspect {spec.get('keep_aspect', False)}, "
+            f"CLAHE clip {spec.get('clahe_clip')} tile {spec.get('clahe_tile')}, median {spec.get('median_ksize')}")
+    fields = [
+        ("model", label),
+        ("version", meta.get("model_version", "unknown")),
+        ("architecture", f"{model.get('name', '?')}({kwargs})"),
+        ("parameters", f"{int(meta.get('parameters') or 0):,}"),
+        ("classes", ", ".join(f"{k} ({names.get(k, k)})" for k in meta.get("classes", []))),
+        ("preprocessing", prep),
+        ("temperature", f"{float(meta.get('temperature', 1.0)):.4f}"),
+        ("test metrics", metric_text),
+        ("data fingerprint", str(meta.get("data_fingerprint") or "unknown")),
+        ("exported", f"{meta.get('exported_at', '?')} with ecgdx {meta.get('ecgdx_version', '?')}"),
+    ]
+    width = max(len(k) for k, _ in fields)
+    return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in fields)

@@ -1,0 +1,195 @@
+"""Quality gate: real ECG pages pass, synthetic non-ECGs fail, with reasons a user can act on."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from synthetic import make_page
+
+from ecgdx.gate import GATE_THRESHOLD, GateResult, assess_page
+from ecgdx.preprocessing import decode_image
+
+DATA_DIR = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
+DEV_DIR = DATA_DIR / "mendeley-v1-dev"
+# PNGs checked by the default test run (every 10th of the sorted list: all classes and both templates).
+PNG_SAMPLE_STEP = 10
+
+SIZE = (786, 1106)  # (height, width) of the dataset's PNGs
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic non-ECG pictures (also used by the threshold calibration in docs/performance.md)
+# --------------------------------------------------------------------------------------------------
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: int) -> np.ndarray:
+    """Low-frequency random field in [0, 1]: noise drawn at 1/scale size and upsampled smoothly."""
+    small = rng.random((max(2, shape[0] // scale), max(2, shape[1] // scale))).astype(np.float32)
+    field = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return (field - field.min()) / max(1e-6, float(field.max() - field.min()))
+
+
+def natural_photo(seed: int = 0) -> np.ndarray:
+    """Photo-like BGR picture: smooth colour blobs, a furry (cat-like) patch of short strokes, noise."""
+    rng = np.random.default_rng(seed)
+    h, w = SIZE
+    image = np.stack([_smooth_noise(rng, SIZE, s) for s in (40, 60, 90)], axis=2) * 200 + 30
+    fur = np.zeros(SIZE, np.float32)
+    for _ in range(4000):  # fur: many short, roughly parallel dark strokes inside an ellipse
+        cx, cy = rng.normal(w * 0.5, w * 0.12), rng.normal(h * 0.55, h * 0.12)
+        angle = rng.normal(1.2, 0.3)
+        dx, dy = 12 * np.cos(angle), 12 * np.sin(angle)
+        cv2.line(fur, (int(cx), int(cy)), (int(cx + dx), int(cy + dy)), 1.0, 1, cv2.LINE_AA)
+    image -= cv2.GaussianBlur(fur, (3, 3), 0)[:, :, None] * 90
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def blank_page(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(245, 2, SIZE), 0, 255).astype(np.uint8)
+
+
+def black_image(seed: int = 0) -> np.ndarray:
+    return np.zeros(SIZE, np.uint8)
+
+
+def chest_xray(seed: int = 0) -> np.ndarray:
+    """Dark background, a bright smooth elliptical thorax with two lungs and rib-like arcs."""
+    rng = np.random.default_rng(seed)
+    h, w = 900, 800  # portrait, like an X-ray film
+    image = np.full((h, w), 15, np.float32)
+    cv2.ellipse(image, (w // 2, h // 2), (300, 380), 0, 0, 360, 170, -1)
+    for side in (-1, 1):
+        cv2.ellipse(image, (w // 2 + side * 130, h // 2 - 20), (100, 250), 0, 0, 360, 80, -1)
+        for k in range(9):  # ribs: bright arcs across each lung
+            cv2.ellipse(image, (w // 2 + side * 130, 200 + 60 * k), (140, 50), 0, 200, 340, 200, 8)
+    image = cv2.GaussianBlur(image, (0, 0), 6) + rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def text_screenshot(seed: int = 0) -> np.ndarray:
+    """A screen of text lines in several sizes (cv2.putText)."""
+    rng = np.random.default_rng(seed)
+    image = np.full(SIZE, 250, np.uint8)
+    words = ["patient", "report", "the", "heart", "rate", "ECG", "normal", "lead", "II", "sinus", "rhythm",
+             "QRS", "axis", "interval", "120", "ms", "findings", "summary", "and", "of"]
+    y = 30
+    while y < SIZE[0] - 10:
+        line = " ".join(rng.choice(words, size=12))
+        scale = float(rng.choice([0.5, 0.6, 0.8]))
+        cv2.putText(image, line, (15, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 20, 1, cv2.LINE_AA)
+        y += int(32 * scale + 8)
+    return image
+
+
+def spreadsheet(seed: int = 0) -> np.ndarray:
+    """A table: ruled rows and columns with numbers in the cells, no traces."""
+    rng = np.random.default_rng(seed)
+    image = np.full(SIZE, 255, np.uint8)
+    h, w = SIZE
+    for y in range(40, h - 20, 28):
+        cv2.line(image, (40, y), (w - 40, y), 120, 1)
+    for x in np.linspace(40, w - 40, 9).astype(int):
+        cv2.line(image, (int(x), 40), (int(x), h - 36), 120, 1)
+    for y in range(40, h - 48, 28):
+        for x in np.linspace(40, w - 40, 9).astype(int)[:-1]:
+            cv2.putText(image, f"{rng.uniform(0, 999):.1f}", (int(x) + 6, y + 20), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.5, 30, 1, cv2.LINE_AA)
+    return image
+
+
+def random_noise(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, SIZE, dtype=np.uint8)
+
+
+def sine_wave(seed: int = 0) -> np.ndarray:
+    """One smooth sine line across a white page."""
+    h, w = SIZE
+    image = np.full(SIZE, 255, np.uint8)
+    x = np.arange(40, w - 40)
+    y = h / 2 + 120 * np.sin(2 * np.pi * x / 160.0)
+    cv2.polylines(image, [np.stack([x, y], axis=1).astype(np.int32)], False, 20, 2, cv2.LINE_AA)
+    return image
+
+
+NON_ECGS = {
+    "natural_photo": natural_photo,
+    "blank_page": blank_page,
+    "black_image": black_image,
+    "chest_xray": chest_xray,
+    "text_screenshot": text_screenshot,
+    "spreadsheet": spreadsheet,
+    "random_noise": random_noise,
+    "sine_wave": sine_wave,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NON_ECGS))
+def test_non_ecg_fails_with_reasons(name):
+    result = assess_page(decode_image(NON_ECGS[name](seed=1)))
+    assert isinstance(result, GateResult)
+    assert not result.ok, f"{name} passed the gate with score {result.score}: {result.checks}"
+    assert 0.0 <= result.score < GATE_THRESHOLD
+    assert result.reasons, "a refused picture must say why"
+
+
+@pytest.mark.parametrize("template", ["3x4_grid", "6x2_nogrid"])
+def test_synthetic_ecg_page_passes(template):
+    result = assess_page(make_page(template, seed=3).image)
+    assert result.ok, result.checks
+    assert result.checks["qrs_rows"]["rows"] >= 3
+
+
+def test_blurred_ecg_page_scores_lower_and_says_so():
+    page = make_page("3x4_grid", seed=4).image
+    sharp = assess_page(page)
+    blurred = assess_page(cv2.GaussianBlur(page, (0, 0), 6))
+    assert blurred.score < sharp.score
+    assert not blurred.ok
+    assert any("blur" in r or "trace" in r for r in blurred.reasons)
+
+
+def test_result_is_json_serialisable():
+    import json
+
+    result = assess_page(make_page("6x2_nogrid", seed=5).image)
+    json.dumps(result.to_dict())
+    assert set(result.checks) >= {"qrs_rows", "long_traces", "pulses", "grid", "exposure", "ink", "sharpness",
+                                  "aspect"}
+
+
+def _dev_pngs() -> list[Path]:
+    return sorted(DEV_DIR.rglob("*.png"))
+
+
+@pytest.mark.skipif(not FULLRES_DIR.is_dir(), reason="real data not available (set ECGDX_DATA_DIR)")
+def test_all_full_resolution_jpegs_pass():
+    files = sorted(FULLRES_DIR.rglob("*.jpg"))
+    assert len(files) == 11
+    failed = {f.name: assess_page(decode_image(f)) for f in files}
+    failed = {k: (r.score, r.reasons) for k, r in failed.items() if not r.ok}
+    assert not failed
+
+
+@pytest.mark.skipif(not DEV_DIR.is_dir(), reason="real data not available (set ECGDX_DATA_DIR)")
+def test_sample_of_dev_pngs_pass():
+    files = _dev_pngs()[::PNG_SAMPLE_STEP]
+    assert len(files) >= 100
+    results = {f.name: assess_page(decode_image(f)) for f in files}
+    failed = {k: (r.score, r.reasons) for k, r in results.items() if not r.ok}
+    assert not failed
+    with (DEV_DIR / "labels.csv").open() as fh:  # both templates are in the sample
+        templates = {row["template"] for row in csv.DictReader(fh)}
+    assert {r.checks["pulses"]["template"] for r in results.values()} >= templates
