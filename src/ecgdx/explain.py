@@ -296,10 +296,13 @@ def lead_regions(spec: PreprocessSpec, details: PreprocessDetails, gray: np.ndar
     panels = dict(layout.panels)
     if layout.rhythm is not None:
         panels[RHYTHM_STRIP] = layout.rhythm
+    # Panels are found on the working-scale page; the crop box is recorded in original pixels.
+    scale = getattr(details, "scale", 1) or 1
+    working_crop = tuple(v / scale for v in details.crop_box)
     boxes = {}
     for name in (*LEADS, RHYTHM_STRIP):
         if name in panels:
-            box = _page_to_input(panels[name].box, details.crop_box, (cx0, cy0, cx1, cy1))
+            box = _page_to_input(panels[name].box, working_crop, (cx0, cy0, cx1, cy1))
             if box is not None:
                 boxes[name] = box
     if not boxes:

@@ -40,7 +40,7 @@ from ecgdx.errors import EcgdxError, ModelError, NotAnEcgError
 from ecgdx.export import INPUT_NAME, OUTPUT_NAME, decode_metadata, open_session
 from ecgdx.gate import GateResult, assess_page
 from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
-from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
+from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, load_page, preprocess_with_details
 
 __all__ = ["MODEL_ENV", "Prediction", "PredictionFailure", "Predictor", "default_model_path"]
 
@@ -285,9 +285,10 @@ class Predictor:
         kept), but only for pictures that will be diagnosed.
         """
         t0 = time.perf_counter()
-        gray = decode_image(source, max_pixels=self.spec.max_pixels, max_bytes=self.spec.max_bytes)
+        page = load_page(source, self.spec)  # large JPEGs are decoded at reduced size: much faster
+        gray = page.gray
         t1 = time.perf_counter()
-        tensor, details = preprocess_with_details(gray, self.spec)
+        tensor, details = preprocess_with_details(page, self.spec)
         t2 = time.perf_counter()
         gate = assess_page(gray, details=details if self.spec.crop == "auto" else None)
         t3 = time.perf_counter()

@@ -274,16 +274,23 @@ def _check_byte_count(n: int, max_bytes: int, label: str) -> None:
         )
 
 
-def _decode_bytes(data: bytes, label: str, max_pixels: int) -> np.ndarray:
-    """Check header, size and completeness, then decode with OpenCV; returns (H, W) uint8."""
+def _decode_bytes(data: bytes, label: str, max_pixels: int, jpeg_reduction: int = 1) -> np.ndarray:
+    """Check header, size and completeness, then decode with OpenCV; returns (H, W) uint8.
+
+    jpeg_reduction (1, 2, 4 or 8): decode a JPEG straight to grayscale at 1/n size. libjpeg scales
+    in the DCT domain, several times faster than a full decode plus resize; other types ignore it.
+    """
     kind = _sniff(data)
     if kind is None:
         raise InvalidImageError(f"{label}: {_SUPPORTED}; {_describe_unknown(data)}")
     width, height = _HEADER_READERS[kind](data, label)
     _check_dimensions(width, height, label, max_pixels)
     _check_complete(kind, data, label)
-    # JPEG: IMREAD_COLOR applies EXIF orientation (phone photos). Others: UNCHANGED keeps 16-bit and alpha.
+    # JPEG: IMREAD_COLOR / IMREAD_REDUCED_* apply EXIF orientation (phone photos). Others: UNCHANGED
+    # keeps 16-bit and alpha.
     flags = cv2.IMREAD_COLOR if kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    if kind == "jpeg" and jpeg_reduction in _JPEG_REDUCED_FLAGS:
+        flags = _JPEG_REDUCED_FLAGS[jpeg_reduction]
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
@@ -551,6 +558,8 @@ def _to_uint8(image: np.ndarray, label: str) -> np.ndarray:
 # Pages are analysed at about this width (the 50 % PNGs' width), reached by an integer shrink factor
 # (OpenCV's fast path): component sizes then mean the same at every input resolution.
 _WORK_WIDTH = 1106
+_JPEG_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                       8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 # Ink = darker than this after background flattening (paper ~255, grid dots ~185-240, ink < 120).
 _INK_LEVEL = 160
 # A page counts as gridded when its paper profiles ripple by more than this many gray levels
@@ -887,6 +896,8 @@ class PreprocessDetails:
     model_input: (spec.height, spec.width) uint8 image the model saw (the tensor * 255).
     layout_method: 'page' (spec.layout == "page"), 'canonical' (the leads were redrawn) or
         'fallback' (spec.layout == "canonical" but no lead layout was found: the crop was used).
+    scale: original pixels per working pixel (``load_page``): 1 for pages up to twice the working
+        width, 2, 4 or 8 for larger uploads; ``cropped`` is at working scale, ``crop_box`` is not.
     """
 
     original_size: tuple[int, int]
@@ -896,6 +907,61 @@ class PreprocessDetails:
     cropped: np.ndarray
     model_input: np.ndarray
     layout_method: str = "page"
+    scale: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """A decoded page at working scale: gray (H, W) uint8, original (height, width), scale factor."""
+
+    gray: np.ndarray
+    original_size: tuple[int, int]
+    scale: int
+
+
+def load_page(source: Any, spec: PreprocessSpec | None = None) -> Page:
+    """Decode ``source`` (anything ``decode_image`` takes) at working scale.
+
+    Every later step analyses the page at about ``_WORK_WIDTH`` pixels wide and the model sees at
+    most a few hundred, so an upload at least twice that wide (a 2213x1572 scan) is reduced by the
+    largest power of two (2, 4, 8) that keeps it at least ``_WORK_WIDTH`` wide: JPEGs are decoded
+    reduced by libjpeg itself (several times faster than a full decode), other inputs are shrunk
+    with INTER_AREA. Training pages (50%-scale PNGs, 1106 px wide) are used as they are, so a
+    full-resolution upload reaches the model at the scale the model was trained on.
+    """
+    spec = spec or PreprocessSpec()
+    if isinstance(source, Page):
+        return source
+    if isinstance(source, np.ndarray):
+        gray = decode_image(source, max_pixels=spec.max_pixels, max_bytes=spec.max_bytes)
+        return _reduce_decoded(gray)
+    data, label = _read_source(source, spec.max_bytes)
+    if _sniff(data) == "jpeg":
+        width, height = _jpeg_size(data, label)
+        _check_dimensions(width, height, label, spec.max_pixels)
+        factor = _reduction_factor(width)
+        if factor > 1:
+            gray = _decode_bytes(data, label, spec.max_pixels, jpeg_reduction=factor)
+            # EXIF rotation may swap the axes: report the original size in the decoded orientation.
+            original = (height, width) if gray.shape[1] * factor >= width - factor else (width, height)
+            return Page(gray, original, factor)
+    return _reduce_decoded(_decode_bytes(data, label, spec.max_pixels))
+
+
+def _reduction_factor(width: int) -> int:
+    """Largest of 1, 2, 4, 8 that keeps ``width / factor >= _WORK_WIDTH``."""
+    factor = 1
+    while factor < 8 and width / (factor * 2) >= _WORK_WIDTH:
+        factor *= 2
+    return factor
+
+
+def _reduce_decoded(gray: np.ndarray) -> Page:
+    factor = _reduction_factor(gray.shape[1])
+    if factor == 1:
+        return Page(gray, gray.shape, 1)
+    small = cv2.resize(gray, (gray.shape[1] // factor, gray.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    return Page(small, gray.shape, factor)
 
 
 def preprocess(image: Any, spec: PreprocessSpec | None = None) -> np.ndarray:
@@ -928,7 +994,8 @@ def preprocess_with_details(
 ) -> tuple[np.ndarray, PreprocessDetails]:
     """``preprocess`` plus a ``PreprocessDetails`` record of the crop and of the image the model saw."""
     spec = spec or PreprocessSpec()
-    gray = decode_image(image, max_pixels=spec.max_pixels, max_bytes=spec.max_bytes)
+    page = load_page(image, spec)
+    gray = page.gray
     height, width = gray.shape
     if spec.crop == "auto":
         layout = _analyse(gray)
@@ -937,6 +1004,9 @@ def preprocess_with_details(
         box, method, template = (0, 0, width, height), "none", UNKNOWN_TEMPLATE
     x0, y0, x1, y1 = box
     cropped = gray[y0:y1, x0:x1]
+    if page.scale != 1:
+        box = tuple(min(round(v * page.scale), limit) for v, limit in
+                    zip(box, (page.original_size[1], page.original_size[0]) * 2, strict=True))
     out, layout_method = None, "page"
     if spec.layout == "canonical":
         out = _canonical_input(gray, spec)
@@ -944,7 +1014,8 @@ def preprocess_with_details(
     if out is None:
         out = _enhance_and_resize(cropped, spec)
     tensor = (out.astype(np.float32) / np.float32(255.0))[None]
-    details = PreprocessDetails((height, width), box, method, template, cropped.copy(), out, layout_method)
+    details = PreprocessDetails(page.original_size, box, method, template, cropped.copy(), out, layout_method,
+                                page.scale)
     return tensor, details
 
 
