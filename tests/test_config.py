@@ -64,5 +64,11 @@ def test_override_creates_nested_sections():
 
 
 def test_preprocess_section_converts_to_a_spec():
-    spec = load_config(None, ["preprocess.height=200", "preprocess.width=300"]).preprocess.to_spec()
+    spec = load_config(None, ["preprocess.height=200", "preprocess.width=300"]).preprocess
     assert (spec.height, spec.width) == (200, 300)
+    assert spec.to_dict()["height"] == 200
+
+
+def test_invalid_preprocess_values_are_config_errors():
+    with pytest.raises(ConfigError, match="preprocess"):
+        load_config(None, ["preprocess.height=-5"])

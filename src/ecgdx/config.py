@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ecgdx.errors import ConfigError
+from ecgdx.preprocessing import PreprocessSpec
 
 
 @dataclass
@@ -38,28 +39,6 @@ class ModelConfig:
     name: str = "seed_cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None  # local ImageNet state_dict for resnet50/mobilenetv2; never downloaded
-
-
-@dataclass
-class PreprocessConfig:
-    """Mirrors ecgdx.preprocessing.PreprocessSpec; converted with ``to_spec()``."""
-
-    height: int = 384
-    width: int = 384
-    keep_aspect: bool = False
-    crop: str = "auto"
-    clahe_clip: float = 2.0
-    clahe_tile: int = 8
-    median_ksize: int = 3
-    # "page": the cropped trace area as printed; "canonical": the 12 leads re-drawn from the page's
-    # detected lead panels into one fixed layout with no grid, labels or pulses (ecgdx.layout), so the
-    # model cannot see which print template the page used.
-    layout: str = "page"
-
-    def to_spec(self):
-        from ecgdx.preprocessing import PreprocessSpec
-
-        return PreprocessSpec.from_dict(dataclasses.asdict(self))
 
 
 @dataclass
@@ -106,7 +85,9 @@ class ExperimentConfig:
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # The preprocessing spec itself (ecgdx.preprocessing.PreprocessSpec): one definition, validated
+    # there, and it travels unchanged into checkpoints and ONNX metadata.
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -172,7 +153,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
             f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}"
         )
     kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a dataclass that validates itself (PreprocessSpec)
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

@@ -56,7 +56,7 @@ def seed_everything(seed: int) -> None:
 
 def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
     """Return ({"train", "val", "test"} -> SplitData, data fingerprint) for the configured protocol."""
-    spec = cfg.preprocess.to_spec()
+    spec = cfg.preprocess
     size = (spec.height, spec.width)
     if cfg.data.synthetic > 0:
         from ecgdx.data.synthetic import make_synthetic_dataset
@@ -247,7 +247,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
     dump_config(cfg, run_dir / "config.yaml")
 
     splits, fingerprint = load_splits(cfg)
-    spec = cfg.preprocess.to_spec()
+    spec = cfg.preprocess
     counts = _class_counts(splits["train"].labels)
     if (counts == 0).any():
         missing = [CLASS_KEYS[i] for i in np.flatnonzero(counts == 0)]
