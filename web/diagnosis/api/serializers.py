@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from diagnosis.models import LABEL_CHOICES, Analysis
+
+
+class UploadSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="JPEG or PNG picture of a 12-lead ECG page (multipart field 'image').")
+
+
+class FilterSerializer(serializers.Serializer):
+    label = serializers.ChoiceField(choices=LABEL_CHOICES, required=False)
+    date_from = serializers.DateField(required=False)
+    date_to = serializers.DateField(required=False)
+
+    def validate(self, attrs):
+        if attrs.get("date_from") and attrs.get("date_to") and attrs["date_from"] > attrs["date_to"]:
+            raise serializers.ValidationError("date_from must not be after date_to")
+        return attrs
+
+
+class GateSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(source="gate_ok")
+    score = serializers.FloatField(source="gate_score")
+    reasons = serializers.ListField(child=serializers.CharField(), source="gate_reasons")
+
+
+class LeadSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    importance = serializers.FloatField(help_text="drop of P(label) when this region is whited out")
+
+
+def _absolute(request, name: str, **kwargs) -> str:
+    path = reverse(name, kwargs=kwargs)
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+class ExplanationSerializer(serializers.Serializer):
+    method = serializers.CharField(source="explanation_method", help_text="page_layout, canonical or grid")
+    note = serializers.CharField(source="explanation_note")
+    leads = LeadSerializer(many=True, source="lead_importance")
+    heatmap_url = serializers.SerializerMethodField()
+    model_input_url = serializers.SerializerMethodField()
+    original_url = serializers.SerializerMethodField()
+
+    def _image_url(self, obj: Analysis, kind: str) -> str | None:
+        if not self.context.get("stored", True) or not obj.image_field(kind):
+            return None
+        return _absolute(self.context.get("request"), "api:prediction-image", pk=obj.pk, kind=kind)
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_heatmap_url(self, obj) -> str | None:
+        return self._image_url(obj, "heatmap")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_model_input_url(self, obj) -> str | None:
+        return self._image_url(obj, "model-input")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_original_url(self, obj) -> str | None:
+        return self._image_url(obj, "original")
+
+
+class UploadInfoSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(source="upload_sha256")
+    bytes = serializers.IntegerField(source="upload_bytes")
+    type = serializers.CharField(source="upload_type")
+    header_blanked = serializers.BooleanField()
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    id = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    report_url = serializers.SerializerMethodField()
+    display_name = serializers.CharField(read_only=True)
+    probabilities = serializers.DictField(child=serializers.FloatField())
+    gate = GateSerializer(source="*")
+    explanation = ExplanationSerializer(source="*")
+    upload = UploadInfoSerializer(source="*")
+
+    class Meta:
+        model = Analysis
+        fields = ["id", "url", "created_at", "label", "display_name", "probabilities", "gate", "model_version",
+                  "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
+                  "images_deleted_at"]
+
+    def _stored(self) -> bool:
+        return self.context.get("stored", True)
+
+    @extend_schema_field(OpenApiTypes.UUID)
+    def get_id(self, obj) -> str | None:
+        return str(obj.pk) if self._stored() else None
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, obj) -> str | None:
+        return _absolute(self.context.get("request"), "api:prediction-detail", pk=obj.pk) if self._stored() else None
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_report_url(self, obj) -> str | None:
+        return _absolute(self.context.get("request"), "api:prediction-report", pk=obj.pk) if self._stored() else None
+
+
+class ClassSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    display_name = serializers.CharField()
+
+
+class ModelInfoSerializer(serializers.Serializer):
+    model_version = serializers.CharField()
+    classes = ClassSerializer(many=True)
+    architecture = serializers.CharField(allow_null=True)
+    parameters = serializers.IntegerField(allow_null=True)
+    temperature = serializers.FloatField(allow_null=True)
+    test_metrics = serializers.JSONField(allow_null=True)
+    data_fingerprint = serializers.JSONField(allow_null=True)
+    preprocess = serializers.JSONField(allow_null=True)
+    ecgdx_version = serializers.CharField(allow_null=True)
+    exported_at = serializers.CharField(allow_null=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    database = serializers.BooleanField()
+    model_loaded = serializers.BooleanField()
+    model_version = serializers.CharField(allow_null=True)
+    message = serializers.CharField(allow_blank=True)
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    status = serializers.IntegerField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.JSONField(required=False)
+    details = serializers.JSONField(required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()

@@ -1,0 +1,185 @@
+"""REST API v1 views: thin wrappers around diagnosis.services and diagnosis.selectors."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import permissions, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from diagnosis import selectors, services
+from diagnosis.api.errors import error_response
+from diagnosis.api.serializers import (
+    ErrorSerializer,
+    FilterSerializer,
+    HealthSerializer,
+    ModelInfoSerializer,
+    PredictionSerializer,
+    UploadSerializer,
+)
+from diagnosis.http import client_ip
+from diagnosis.inference_adapter import get_predictor
+from diagnosis.models import IMAGE_KINDS
+from diagnosis.views import image_response, report_response
+from ecgdx.errors import ModelError
+
+_ERRORS = {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in {
+    400: "missing field, empty or corrupt file",
+    401: "not authenticated",
+    413: "file or picture larger than the limits",
+    415: "not a JPEG or PNG picture",
+    422: "not a readable 12-lead ECG page (quality gate)",
+    429: "too many uploads",
+    503: "model not available",
+}.items()}
+
+
+class PredictionPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class UploadPermission(permissions.BasePermission):
+    """Signed-in users; anonymous users too for POST when the demo setting is on."""
+
+    def has_permission(self, request, view):
+        if request.user and request.user.is_authenticated:
+            return True
+        return request.method == "POST" and settings.ECGDX_ANONYMOUS_DEMO
+
+
+class PredictionListCreate(APIView):
+    permission_classes = [UploadPermission]
+
+    @extend_schema(
+        operation_id="predictions_list",
+        parameters=[
+            FilterSerializer,
+            OpenApiParameter("page", int, description="page number (1-based)"),
+            OpenApiParameter("page_size", int, description="results per page (default 20, at most 100)"),
+        ],
+        responses={200: PredictionSerializer(many=True), 400: _ERRORS[400], 401: _ERRORS[401]},
+        summary="Your analyses, newest first (paged)",
+    )
+    def get(self, request):
+        filters = FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.analysis_list(user=request.user, **filters.validated_data)
+        paginator = PredictionPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        data = PredictionSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+    @extend_schema(
+        operation_id="predictions_create",
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: PredictionSerializer, 200: OpenApiResponse(
+            PredictionSerializer, description="anonymous demo: result not stored (id and URLs null)"),
+            **{k: v for k, v in _ERRORS.items()}},
+        summary="Analyse one ECG picture",
+    )
+    def post(self, request):
+        if getattr(request._request, "upload_too_large", False):
+            image_file = _TooLarge()
+        else:
+            image_file = request.FILES.get("image")
+            if image_file is None:
+                fields = {"image": ["No file was sent in the multipart field 'image'."]}
+                return error_response(400, "missing_file",
+                                      "No file was sent: POST multipart/form-data with the picture in the field 'image'.",
+                                      fields=fields)
+        outcome = services.prediction_create(image_file=image_file, user=request.user, client_ip=client_ip(request))
+        context = {"request": request, "stored": outcome.stored}
+        data = PredictionSerializer(outcome.analysis, context=context).data
+        return Response(data, status=status.HTTP_201_CREATED if outcome.stored else status.HTTP_200_OK)
+
+
+class _TooLarge:
+    too_large = True
+    size = None
+
+
+class PredictionDetail(APIView):
+    @extend_schema(operation_id="predictions_retrieve", responses={200: PredictionSerializer,
+                                                                   404: OpenApiResponse(ErrorSerializer)})
+    def get(self, request, pk):
+        analysis = selectors.analysis_get(user=request.user, pk=pk)
+        return Response(PredictionSerializer(analysis, context={"request": request}).data)
+
+
+class _AnyAccept(BaseContentNegotiation):
+    """Binary answers (PNG, PDF) are what they are: never 406 for 'Accept: image/png' or 'application/pdf'."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class PredictionImage(APIView):
+    content_negotiation_class = _AnyAccept
+    @extend_schema(
+        operation_id="predictions_image",
+        parameters=[OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=list(IMAGE_KINDS))],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 404: OpenApiResponse(ErrorSerializer)},
+        summary="One stored picture: the upload, what the model saw, or the heatmap",
+    )
+    def get(self, request, pk, kind):
+        if kind not in IMAGE_KINDS:
+            raise Http404("no such picture")
+        return image_response(selectors.analysis_get(user=request.user, pk=pk), kind)
+
+
+class PredictionReport(APIView):
+    content_negotiation_class = _AnyAccept
+    @extend_schema(operation_id="predictions_report",
+                   responses={(200, "application/pdf"): OpenApiTypes.BINARY, 404: OpenApiResponse(ErrorSerializer)},
+                   summary="PDF report of one analysis")
+    def get(self, request, pk):
+        return report_response(selectors.analysis_get(user=request.user, pk=pk))
+
+
+class ModelInfo(APIView):
+    @extend_schema(operation_id="model_retrieve", responses={200: ModelInfoSerializer, 503: _ERRORS[503]},
+                   summary="The model in use: version, classes, test metrics (from the ONNX metadata)")
+    def get(self, request):
+        try:
+            info = get_predictor().model_info()
+        except ModelError as exc:
+            return error_response(503, "model_unavailable", f"The diagnosis model is not available: {exc}")
+        return Response(ModelInfoSerializer(info).data)
+
+
+class Health(APIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(operation_id="health_retrieve", responses={200: HealthSerializer, 503: HealthSerializer},
+                   summary="Liveness and readiness: database and model")
+    def get(self, request):
+        database = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            database = False
+        model_version, message = None, ""
+        try:
+            model_version = get_predictor().model_version
+        except ModelError as exc:
+            message = str(exc)
+        ok = database and model_version is not None
+        body = {"status": "ok" if ok else "degraded", "database": database,
+                "model_loaded": model_version is not None, "model_version": model_version,
+                "message": message if not ok else ""}
+        if not database:
+            body["message"] = "the database cannot be reached"
+        return Response(HealthSerializer(body).data, status=200 if ok else 503)

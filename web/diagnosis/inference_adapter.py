@@ -1,0 +1,140 @@
+"""The one place where the web app meets ``ecgdx.inference`` (torch-free: numpy, OpenCV, onnxruntime).
+
+Everything else in the app sees only ``WebPrediction`` and ``PredictorBackend``. Which backend is
+used comes from the ``ECGDX_PREDICTOR_FACTORY`` setting (a dotted path to a zero-argument callable);
+the default, ``onnx_predictor``, loads the model named by ``ECGDX_MODEL_PATH`` or the bundled one.
+Tests point the setting at a fake. The backend is created once per process and shared by threads
+(onnxruntime sessions are thread-safe).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
+
+
+@dataclass
+class WebPrediction:
+    """What the web app keeps and shows of one prediction.
+
+    label: class key, or None when the quality gate refused the picture (then nothing else matters).
+    model_input: (H, W) uint8 picture the model saw. overlay: BGR uint8 heatmap over the page crop.
+    leads: [{"name", "importance"}] occlusion drop of P(label) per lead (or grid cell), largest first.
+    """
+
+    label: str | None
+    probabilities: dict[str, float]
+    model_version: str
+    gate_ok: bool
+    gate_score: float
+    gate_reasons: list[str]
+    timings_ms: dict[str, float]
+    preprocess: dict[str, Any]
+    model_input: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    leads: list[dict[str, Any]] = field(default_factory=list)
+    explanation_method: str = ""
+    explanation_note: str = ""
+
+    @property
+    def display_name(self) -> str | None:
+        return DISPLAY_NAMES.get(self.label) if self.label else None
+
+
+class PredictorBackend(Protocol):
+    model_version: str
+
+    def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction: ...
+
+    def model_info(self) -> dict[str, Any]: ...
+
+
+class OnnxPredictorBackend:
+    """``ecgdx.inference.Predictor`` behind the ``PredictorBackend`` interface."""
+
+    def __init__(self, path: str | None = None, threads: int = 1) -> None:
+        from ecgdx.inference import Predictor
+
+        self._predictor = Predictor.from_path(path, threads=threads)
+        self.model_version = self._predictor.model_version
+        self.path = self._predictor.path
+
+    def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction:
+        from ecgdx.explain import render_overlay
+        from ecgdx.preprocessing import preprocess_with_details
+
+        p = self._predictor.predict(gray, explain=explain)
+        out = WebPrediction(
+            label=p.label,
+            probabilities={k: float(p.probabilities.get(k, 0.0)) for k in CLASS_KEYS} if p.label else {},
+            model_version=p.model_version,
+            gate_ok=bool(p.gate.ok),
+            gate_score=float(p.gate.score),
+            gate_reasons=[str(r) for r in p.gate.reasons],
+            timings_ms={k: float(v) for k, v in p.timings_ms.items()},
+            preprocess=dict(p.preprocess),
+        )
+        if p.label is None:
+            return out
+        # The Prediction keeps no pixels; the same deterministic preprocessing gives the model's input.
+        _, details = preprocess_with_details(gray, self._predictor.spec)
+        out.model_input = details.model_input
+        e = p.explanation
+        if e is not None:
+            out.overlay = render_overlay(e, p.probabilities)
+            out.leads = [{"name": str(n), "importance": float(d)} for n, d, _ in e.regions]
+            out.explanation_method = str(e.region_method)
+            out.explanation_note = str(e.note)
+        return out
+
+    def model_info(self) -> dict[str, Any]:
+        meta = self._predictor.metadata
+        return {
+            "model_version": self.model_version,
+            "classes": [{"key": k, "display_name": DISPLAY_NAMES[k]} for k in CLASS_KEYS],
+            "architecture": (meta.get("model") or {}).get("name"),
+            "parameters": meta.get("parameters"),
+            "temperature": meta.get("temperature"),
+            "test_metrics": meta.get("test_metrics"),
+            "data_fingerprint": meta.get("data_fingerprint"),
+            "preprocess": meta.get("preprocess"),
+            "ecgdx_version": meta.get("ecgdx_version"),
+            "exported_at": meta.get("exported_at"),
+        }
+
+
+def onnx_predictor() -> OnnxPredictorBackend:
+    """Default factory: the ONNX model of ECGDX_MODEL_PATH (setting or env) or the bundled one."""
+    return OnnxPredictorBackend(settings.ECGDX_MODEL_PATH, threads=settings.ECGDX_INFERENCE_THREADS)
+
+
+_lock = threading.Lock()
+_backend: PredictorBackend | None = None
+
+
+def get_predictor() -> PredictorBackend:
+    """The process-wide backend, created on first use. Raises ecgdx.errors.ModelError if unavailable."""
+    global _backend
+    if _backend is None:
+        with _lock:
+            if _backend is None:
+                _backend = import_string(settings.ECGDX_PREDICTOR_FACTORY)()
+    return _backend
+
+
+def set_predictor(backend: PredictorBackend | None) -> None:
+    """Install a backend (tests), or None to create one from the settings on next use."""
+    global _backend
+    with _lock:
+        _backend = backend
+
+
+def reset_predictor() -> None:
+    set_predictor(None)

@@ -1,0 +1,320 @@
+"""Business logic of the diagnosis app. Views and API views only translate HTTP to these calls.
+
+``prediction_create`` is the whole upload path:
+
+    rate limit -> size -> type by content -> decode (ecgdx.preprocessing.decode_image, with limits)
+    -> predict + explain (inference_adapter) -> quality gate verdict
+    -> (signed-in user) store the pictures privately under random names and save an Analysis row
+
+Every refusal raises ``UploadRejected`` (a 4xx status, a code and a message for people) before
+anything is written to disk. Anonymous demo uploads (setting ECGDX_ANONYMOUS_DEMO) are never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from diagnosis import images
+from diagnosis.inference_adapter import WebPrediction, get_predictor
+from diagnosis.models import Analysis
+from diagnosis.storage import random_name
+from ecgdx.errors import EcgdxError, InvalidImageError, ModelError, NotAnEcgError
+
+logger = logging.getLogger(__name__)
+
+
+class UploadRejected(Exception):
+    """An upload that cannot be analysed; ``message`` is shown to the user as is."""
+
+    def __init__(self, message: str, *, code: str, status: int = 400, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.details = details or {}
+
+
+@dataclass
+class PredictionOutcome:
+    """An Analysis (saved for users; unsaved for anonymous demos) plus pictures of a demo upload."""
+
+    analysis: Analysis
+    stored: bool
+    pictures: dict[str, bytes] = field(default_factory=dict)  # demo only: PNG bytes by image kind
+
+
+# --------------------------------------------------------------------------------------- rate limit
+
+
+def upload_rate_limited(identity: str) -> bool:
+    """Count one upload for ``identity`` ('user:1', 'ip:1.2.3.4'); True when over the limit.
+
+    Fixed windows of ECGDX_UPLOAD_RATE_WINDOW_SECONDS in the default cache (shared by all workers
+    when the cache is: production uses a file cache).
+    """
+    limit = settings.ECGDX_UPLOAD_RATE_LIMIT
+    if not limit:
+        return False
+    window = settings.ECGDX_UPLOAD_RATE_WINDOW_SECONDS
+    key = f"ecgdx:uploads:{identity}:{int(time.time() // window)}"
+    cache.add(key, 0, timeout=window + 60)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=window + 60)
+        count = 1
+    return count > limit
+
+
+def rate_identity(user, client_ip: str | None) -> str:
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"ip:{client_ip or 'unknown'}"
+
+
+# ------------------------------------------------------------------------------------------- upload
+
+
+def _read_upload(image_file) -> bytes:
+    if image_file is None:
+        raise UploadRejected("No file was uploaded: choose a JPEG or PNG picture of an ECG page.",
+                             code="missing_file", status=400)
+    limit = settings.ECGDX_MAX_UPLOAD_BYTES
+    if getattr(image_file, "too_large", False) or (image_file.size or 0) > limit:
+        raise UploadRejected(
+            f"The file is larger than the limit of {_megabytes(limit)}; upload a smaller picture.",
+            code="file_too_large", status=413,
+        )
+    image_file.seek(0)
+    data = image_file.read(limit + 1)
+    if not data:
+        raise UploadRejected("The file is empty (0 bytes); it is not an image.", code="empty_file", status=400)
+    if len(data) > limit:
+        raise UploadRejected(
+            f"The file is larger than the limit of {_megabytes(limit)}; upload a smaller picture.",
+            code="file_too_large", status=413,
+        )
+    return data
+
+
+def _decode(data: bytes):
+    """(gray page, type) or UploadRejected; the type is read from the content, never the name."""
+    from ecgdx.preprocessing import decode_image
+
+    kind = images.sniff_type(data)
+    allowed = [t.lower() for t in settings.ECGDX_ALLOWED_IMAGE_TYPES]
+    try:
+        gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS,
+                            max_bytes=settings.ECGDX_MAX_UPLOAD_BYTES)
+    except InvalidImageError as exc:
+        message = _sentence(str(exc))
+        if kind is None:
+            # decode_image's own message lists every type it reads; say what this app accepts instead.
+            hint = str(exc).split("); ", 1)[1] if "); " in str(exc) else ""
+            accepted = " or ".join(t.upper() for t in allowed)
+            raise UploadRejected(f"This file is not a {accepted} picture" + (f": {hint}" if hint else "") + ".",
+                                 code="unsupported_type", status=415) from None
+        if "pixels, more than the limit" in message:
+            raise UploadRejected(message, code="too_many_pixels", status=413) from None
+        raise UploadRejected(message, code="invalid_image", status=400) from None
+    if kind is None or kind not in allowed:
+        raise UploadRejected(
+            f"This picture type is not accepted here; upload a {' or '.join(t.upper() for t in allowed)} file.",
+            code="unsupported_type", status=415,
+        )
+    return gray, kind
+
+
+def prediction_create(*, image_file, user, client_ip: str | None = None) -> PredictionOutcome:
+    """Analyse one uploaded picture. Stores it (and the result) only for a signed-in ``user``.
+
+    Raises:
+        UploadRejected: rate limit (429), missing/empty/oversized file (400/413), not a JPEG/PNG
+            (415), corrupt or too many pixels (400/413), not a readable ECG page (422), or the model
+            is not available (503). Nothing is written to disk in any of these cases.
+    """
+    started = time.perf_counter()
+    anonymous = user is None or not user.is_authenticated
+    if anonymous and not settings.ECGDX_ANONYMOUS_DEMO:
+        raise UploadRejected("Sign in to analyse ECG pictures.", code="not_authenticated", status=401)
+    if upload_rate_limited(rate_identity(user, client_ip)):
+        raise UploadRejected(
+            f"Too many uploads: at most {settings.ECGDX_UPLOAD_RATE_LIMIT} per "
+            f"{_duration(settings.ECGDX_UPLOAD_RATE_WINDOW_SECONDS)}. Try again later.",
+            code="rate_limited", status=429,
+        )
+    data = _read_upload(image_file)
+    gray, kind = _decode(data)
+    result = _predict(gray)
+    if not result.gate_ok or result.label is None:
+        reasons = result.gate_reasons or ["it lacks the traces, calibration pulses or contrast of an ECG page"]
+        raise UploadRejected(
+            "This picture does not look like a readable 12-lead ECG page, so no diagnosis was made: "
+            + "; ".join(reasons) + ".",
+            code="not_an_ecg", status=422,
+            details={"gate": {"ok": False, "score": result.gate_score, "reasons": result.gate_reasons}},
+        )
+    pictures = _pictures(data, gray, kind, result)
+    elapsed_ms = round(1000.0 * (time.perf_counter() - started), 1)
+    analysis = Analysis(
+        label=result.label,
+        probabilities=result.probabilities,
+        model_version=result.model_version,
+        gate_ok=result.gate_ok,
+        gate_score=result.gate_score,
+        gate_reasons=result.gate_reasons,
+        timings_ms=result.timings_ms,
+        processing_ms=elapsed_ms,
+        lead_importance=result.leads,
+        explanation_method=result.explanation_method,
+        explanation_note=result.explanation_note,
+        preprocess=_jsonable(result.preprocess),
+        upload_sha256=hashlib.sha256(data).hexdigest(),
+        upload_bytes=len(data),
+        upload_type=kind,
+        header_blanked=pictures.pop("_blanked", False),
+    )
+    if anonymous:
+        return PredictionOutcome(analysis, stored=False, pictures=pictures)
+    analysis.owner = user
+    _save_with_pictures(analysis, pictures)
+    logger.info("analysis %s by user %s: %s (%.0f ms)", analysis.pk, user.pk, analysis.label, elapsed_ms)
+    return PredictionOutcome(analysis, stored=True)
+
+
+def _predict(gray) -> WebPrediction:
+    try:
+        backend = get_predictor()
+    except ModelError as exc:
+        logger.error("model unavailable: %s", exc)
+        raise UploadRejected(
+            "The diagnosis model is not available on this server, so the picture could not be analysed. "
+            "An administrator must install a model (see docs/web.md).",
+            code="model_unavailable", status=503,
+        ) from None
+    try:
+        return backend.predict(gray, explain=True)
+    except NotAnEcgError as exc:
+        raise UploadRejected(_sentence(str(exc)), code="not_an_ecg", status=422) from None
+    except InvalidImageError as exc:
+        raise UploadRejected(_sentence(str(exc)), code="invalid_image", status=400) from None
+    except EcgdxError as exc:
+        logger.exception("prediction failed")
+        raise UploadRejected(f"The picture could not be analysed: {exc}", code="prediction_failed",
+                             status=422) from None
+
+
+def _pictures(data: bytes, gray, kind: str, result: WebPrediction) -> dict:
+    """PNG/JPEG bytes by image kind: the upload (maybe blanked), what the model saw, the heatmap."""
+    pictures: dict = {}
+    crop = result.preprocess.get("crop_box")
+    if settings.ECGDX_BLANK_PRINTED_TEXT and crop:
+        pictures["original"] = images.blank_outside_rows(data, gray, crop)
+        pictures["_blanked"] = True
+    else:
+        pictures["original"] = data
+    if result.model_input is not None:
+        pictures["model-input"] = images.encode_png(result.model_input)
+    if result.overlay is not None:
+        pictures["heatmap"] = images.encode_png(result.overlay)
+    return pictures
+
+
+def _save_with_pictures(analysis: Analysis, pictures: dict) -> None:
+    """Write the pictures under random names, then the row; remove the files if the row fails."""
+    saved = []
+    try:
+        for kind, field_name in (("original", "original_image"), ("model-input", "model_input_image"),
+                                 ("heatmap", "heatmap_image")):
+            content = pictures.get(kind)
+            if not content:
+                continue
+            extension = analysis.upload_type if kind == "original" and not analysis.header_blanked else "png"
+            folder = "uploads" if kind == "original" else "derived"
+            field_file = getattr(analysis, field_name)
+            field_file.save(random_name(folder, "jpg" if extension == "jpeg" else extension),
+                            ContentFile(content), save=False)
+            saved.append(field_file)
+        with transaction.atomic():
+            analysis.save()
+    except Exception:
+        for field_file in saved:
+            field_file.storage.delete(field_file.name)
+        raise
+
+
+# ----------------------------------------------------------------------------------- other actions
+
+
+def analysis_delete(*, analysis: Analysis) -> None:
+    """Delete an analysis and its pictures (the post_delete signal removes the files)."""
+    analysis.delete()
+
+
+def images_purge(*, older_than_days: int, now=None, dry_run: bool = False) -> int:
+    """Delete the stored pictures of analyses older than ``older_than_days``; keep the result rows.
+
+    Returns the number of analyses whose pictures were (or, with dry_run, would be) deleted.
+    """
+    if older_than_days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=older_than_days)
+    candidates = Analysis.objects.filter(created_at__lt=cutoff, images_deleted_at__isnull=True)
+    count = 0
+    for analysis in candidates.iterator():
+        count += 1
+        if dry_run:
+            continue
+        for field_file in (analysis.original_image, analysis.model_input_image, analysis.heatmap_image):
+            if field_file:
+                field_file.storage.delete(field_file.name)
+        Analysis.objects.filter(pk=analysis.pk).update(
+            original_image="", model_input_image="", heatmap_image="", images_deleted_at=timezone.now()
+        )
+    return count
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1_000_000:.0f} MB" if n >= 1_000_000 else f"{n:,} bytes"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "hour" if hours == 1 else f"{hours} hours"
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return "minute" if minutes == 1 else f"{minutes} minutes"
+    return f"{seconds} seconds"
+
+
+def _sentence(message: str) -> str:
+    """decode_image's messages start with the file's label ('the uploaded image: ...'); drop it, make a sentence."""
+    message = message.strip()
+    if message.startswith("the uploaded image: "):
+        message = message[len("the uploaded image: "):]
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith(".") else message + "."
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value

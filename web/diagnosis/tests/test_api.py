@@ -1,0 +1,219 @@
+"""REST API v1: the contract, authentication, access control and JSON errors for every bad input."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from diagnosis.models import Analysis
+from diagnosis.tests import helpers
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def alice():
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def api(alice):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    return client
+
+
+def _post(client, data, name="page.png"):
+    return client.post(f"{API}/predictions", {"image": helpers.upload(data, name)}, format="multipart")
+
+
+def _assert_error(response, status, code=None):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()["error"]
+    assert body["status"] == status and body["message"] and "Traceback" not in body["message"]
+    if code:
+        assert body["code"] == code, body
+    return body
+
+
+def test_create_prediction(api):
+    response = _post(api, helpers.example_bytes())
+    assert response.status_code == 201
+    body = response.json()
+    a = Analysis.objects.get()
+    assert body["id"] == str(a.pk) and body["url"].endswith(f"{API}/predictions/{a.pk}")
+    assert body["label"] == "normal" and body["display_name"] == "Normal"
+    assert set(body["probabilities"]) == {"normal", "mi", "abnormal_heartbeat", "history_of_mi"}
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
+    assert body["gate"] == {"ok": True, "score": 0.91, "reasons": []}
+    assert body["model_version"] == "fake-20250101-deadbeef" and body["processing_ms"] > 0
+    e = body["explanation"]
+    assert e["method"] == "page_layout" and e["leads"][0] == {"name": "I", "importance": 0.2}
+    for key in ("heatmap_url", "model_input_url", "original_url"):
+        assert e[key].startswith("http://testserver/api/v1/predictions/")
+        image = api.get(e[key])
+        assert image.status_code == 200 and b"".join(image.streaming_content)[:4] == b"\x89PNG"
+    assert body["upload"]["sha256"] == a.upload_sha256 and body["upload"]["type"] == "png"
+    report = api.get(body["report_url"], HTTP_ACCEPT="application/pdf")
+    assert report.status_code == 200 and report.content.startswith(b"%PDF")
+    assert api.get(e["heatmap_url"], HTTP_ACCEPT="image/png").status_code == 200
+
+
+def test_get_and_list_predictions(api):
+    ids = [_post(api, helpers.example_bytes()).json()["id"] for _ in range(3)]
+    detail = api.get(f"{API}/predictions/{ids[0]}")
+    assert detail.status_code == 200 and detail.json()["id"] == ids[0]
+    listing = api.get(f"{API}/predictions", {"page_size": 10})
+    body = listing.json()
+    assert listing.status_code == 200 and body["count"] == 3
+    assert [p["id"] for p in body["results"]] == list(reversed(ids))  # newest first
+    assert api.get(f"{API}/predictions", {"label": "mi"}).json()["count"] == 0
+    assert api.get(f"{API}/predictions", {"label": "normal", "date_from": "2000-01-01"}).json()["count"] == 3
+    _assert_error(api.get(f"{API}/predictions", {"label": "cat"}), 400, "invalid")
+    _assert_error(api.get(f"{API}/predictions", {"date_from": "yesterday"}), 400, "invalid")
+    _assert_error(api.get(f"{API}/predictions", {"page": 99}), 404)
+
+
+def test_paging(api):
+    for _ in range(3):
+        _post(api, helpers.example_bytes())
+    assert len(api.get(f"{API}/predictions").json()["results"]) == 3  # default page size 20
+    first = api.get(f"{API}/predictions", {"page_size": 2}).json()
+    assert len(first["results"]) == 2 and first["next"] and first["previous"] is None
+    second = api.get(first["next"]).json()
+    assert len(second["results"]) == 1 and second["next"] is None
+
+
+def test_access_control_between_two_users(api):
+    pid = _post(api, helpers.example_bytes()).json()["id"]
+    bob = User.objects.create_user("bob", password="pw-bob-123")
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    for path in (f"/predictions/{pid}", f"/predictions/{pid}/images/original",
+                 f"/predictions/{pid}/images/heatmap", f"/predictions/{pid}/report"):
+        _assert_error(other.get(API + path), 404)
+    assert other.get(f"{API}/predictions").json()["count"] == 0
+    anonymous = APIClient()
+    for path in ("/predictions", f"/predictions/{pid}", f"/predictions/{pid}/report", "/model"):
+        body = _assert_error(anonymous.get(API + path), 401, "not_authenticated")
+        assert "credentials" in body["message"]
+    _assert_error(_post(anonymous, helpers.example_bytes()), 401)
+    bad_token = APIClient()
+    bad_token.credentials(HTTP_AUTHORIZATION="Token 0123456789abcdef")
+    _assert_error(bad_token.get(f"{API}/predictions"), 401, "authentication_failed")
+
+
+def test_session_auth_works_too(alice):
+    client = APIClient()
+    client.force_login(alice)
+    assert client.get(f"{API}/predictions").status_code == 200
+
+
+def test_token_endpoint(alice):
+    client = APIClient()
+    response = client.post(f"{API}/auth/token", {"username": "alice", "password": "pw-alice-123"}, format="json")
+    assert response.status_code == 200 and len(response.json()["token"]) == 40
+    _assert_error(client.post(f"{API}/auth/token", {"username": "alice", "password": "x"}, format="json"), 400)
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"", 400, "empty_file"),
+        (b"<html><body>hi</body></html>", 415, "unsupported_type"),
+        (helpers.example_bytes()[:3000], 400, "invalid_image"),
+        (helpers.blank_page(), 422, "not_an_ecg"),
+        (helpers.bmp_bytes(), 415, "unsupported_type"),
+    ],
+    ids=["empty", "html", "corrupt", "not-ecg", "bmp"],
+)
+def test_bad_images_give_4xx_json(api, _private_media, data, status, code):
+    body = _assert_error(_post(api, data), status, code)
+    if code == "not_an_ecg":
+        assert body["details"]["gate"]["ok"] is False
+    assert Analysis.objects.count() == 0 and helpers.files_under(_private_media) == []
+
+
+def test_request_errors_give_4xx_json(api, settings, _private_media):
+    body = _assert_error(api.post(f"{API}/predictions", {}, format="multipart"), 400, "missing_file")
+    assert "image" in body["fields"]
+    _assert_error(api.post(f"{API}/predictions", {"picture": helpers.upload(helpers.example_bytes())},
+                           format="multipart"), 400, "missing_file")
+    _assert_error(api.post(f"{API}/predictions", {"image": "not a file"}, format="json"), 400, "missing_file")
+    _assert_error(api.generic("POST", f"{API}/predictions", b"raw", content_type="text/plain"), 415)
+    _assert_error(api.generic("POST", f"{API}/predictions", b"--x\r\nbroken",
+                              content_type="multipart/form-data; boundary=x"), 400)
+    _assert_error(api.delete(f"{API}/predictions"), 405, "method_not_allowed")
+    _assert_error(api.put(f"{API}/model"), 405)
+    _assert_error(api.get(f"{API}/predictions/not-a-uuid"), 404)
+    _assert_error(api.get(f"{API}/predictions/00000000-0000-0000-0000-000000000000"), 404)
+    _assert_error(api.get(f"{API}/nothing-here"), 404)
+    settings.ECGDX_MAX_UPLOAD_BYTES = 50_000
+    _assert_error(_post(api, helpers.example_bytes()), 413, "file_too_large")
+    settings.ECGDX_MAX_UPLOAD_BYTES = 10_000
+    _assert_error(_post(api, helpers.example_bytes() + bytes(50_000)), 413, "file_too_large")
+    assert helpers.files_under(_private_media) == []
+
+
+def test_rate_limit(api, settings):
+    settings.ECGDX_UPLOAD_RATE_LIMIT = 1
+    assert _post(api, helpers.example_bytes()).status_code == 201
+    response = _post(api, helpers.example_bytes())
+    _assert_error(response, 429, "rate_limited")
+    assert response["Retry-After"]
+
+
+def test_anonymous_demo_api(settings):
+    settings.ECGDX_ANONYMOUS_DEMO = True
+    response = _post(APIClient(), helpers.example_bytes())
+    body = response.json()
+    assert response.status_code == 200 and body["id"] is None and body["report_url"] is None
+    assert body["label"] == "normal" and body["explanation"]["heatmap_url"] is None
+    assert Analysis.objects.count() == 0
+    _assert_error(APIClient().get(f"{API}/predictions"), 401)
+
+
+def test_model_and_health(api, settings):
+    body = api.get(f"{API}/model").json()
+    assert body["model_version"] == "fake-20250101-deadbeef"
+    assert [c["key"] for c in body["classes"]] == ["normal", "mi", "abnormal_heartbeat", "history_of_mi"]
+    assert body["test_metrics"] == {"macro_f1": 0.5}
+    health = APIClient().get(f"{API}/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["model_loaded"]
+
+    from diagnosis import inference_adapter
+
+    inference_adapter.reset_predictor()
+    settings.ECGDX_PREDICTOR_FACTORY = "diagnosis.tests.test_services.broken_factory"
+    health = APIClient().get(f"{API}/health")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert "no bundled model" in health.json()["message"]
+    _assert_error(api.get(f"{API}/model"), 503, "model_unavailable")
+    _assert_error(_post(api, helpers.example_bytes()), 503, "model_unavailable")
+
+
+def test_openapi_schema_and_offline_docs(api):
+    schema = api.get(f"{API}/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    doc = schema.json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    for path in ("/api/v1/predictions", "/api/v1/predictions/{id}", "/api/v1/model", "/api/v1/health"):
+        assert path in paths, sorted(paths)
+    upload = paths["/api/v1/predictions"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    name = upload["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert doc["components"]["schemas"][name]["properties"]["image"]["format"] == "binary"
+    assert "201" in paths["/api/v1/predictions"]["post"]["responses"]
+    for docs in ("docs", "redoc"):
+        html = api.get(f"{API}/{docs}").content.decode()
+        srcs = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"(?:src|href)='([^']+)'", html)
+        assert srcs and all(s.startswith("/static/") or not s.startswith("http") for s in srcs), srcs
+        assert "cdn" not in html.lower()
+    assert api.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200

@@ -1,0 +1,96 @@
+"""Integration with the real torch-free inference path: a tiny ONNX model through ecgdx.inference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from diagnosis.models import Analysis
+from diagnosis.tests import helpers
+from ecgdx.labels import CLASS_KEYS
+
+WEB = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_upload_through_the_onnx_model(real_predictor):
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    response = api.post("/api/v1/predictions", {"image": helpers.upload(helpers.example_bytes())}, format="multipart")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["label"] in CLASS_KEYS and body["model_version"] == "tiny_test_cnn-20250101-0badc0de"
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-6
+    assert body["gate"]["ok"] and body["gate"]["score"] > 0.45
+    assert body["preprocess"]["crop_box"] and body["preprocess"]["template"] == "3x4_grid"
+    leads = {lead["name"] for lead in body["explanation"]["leads"]}
+    assert body["explanation"]["method"] == "page_layout" and {"I", "V6"} <= leads
+    heatmap = api.get(body["explanation"]["heatmap_url"])
+    assert heatmap.status_code == 200
+    model_input = b"".join(api.get(body["explanation"]["model_input_url"]).streaming_content)
+    import cv2
+    import numpy as np
+
+    assert cv2.imdecode(np.frombuffer(model_input, np.uint8), cv2.IMREAD_UNCHANGED).shape == (96, 96)
+    a = Analysis.objects.get()
+    assert a.header_blanked  # the printed header above the crop box is white in the stored copy
+    info = api.get("/api/v1/model").json()
+    assert info["test_metrics"] == {"accuracy": 0.25, "macro_f1": 0.1} and info["temperature"] == 1.5
+    assert info["architecture"] == "tiny_test_cnn" and info["preprocess"]["height"] == 96
+    assert APIClient().get("/api/v1/health").json()["model_version"] == "tiny_test_cnn-20250101-0badc0de"
+
+
+@pytest.mark.django_db
+def test_the_real_gate_refuses_a_blank_page(real_predictor):
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    api = APIClient()
+    api.force_authenticate(alice)
+    response = api.post("/api/v1/predictions", {"image": helpers.upload(helpers.blank_page())}, format="multipart")
+    assert response.status_code == 422 and response.json()["error"]["code"] == "not_an_ecg"
+    assert Analysis.objects.count() == 0
+
+
+def test_web_app_never_imports_torch(tiny_model, tmp_path):
+    """Django set up, every app module imported, one upload, result page and PDF: torch never loaded."""
+    script = textwrap.dedent(f"""
+        import os, shutil, sys
+        sys.path.insert(0, {str(WEB)!r})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "ecgdx_web.settings.test"
+        import django
+        django.setup()
+        from django.conf import settings
+        settings.ECGDX_PREDICTOR_FACTORY = "diagnosis.inference_adapter.onnx_predictor"
+        settings.ECGDX_MODEL_PATH = {str(tiny_model)!r}
+        settings.PRIVATE_MEDIA_ROOT = {str(tmp_path / "private")!r}
+        from django.core.management import call_command
+        call_command("migrate", verbosity=0)
+        import ecgdx_web.urls, ecgdx_web.wsgi, diagnosis.admin, diagnosis.api.views, diagnosis.reports  # noqa
+        from django.contrib.auth.models import User
+        from django.test import Client
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        User.objects.create_user("u", password="pw-12345678")
+        c = Client()
+        c.login(username="u", password="pw-12345678")
+        data = open({str(helpers.EXAMPLE_ECG)!r}, "rb").read()
+        r = c.post("/", {{"image": SimpleUploadedFile("p.png", data, "image/png")}})
+        assert r.status_code == 302, r.status_code
+        assert c.get(r["Location"]).status_code == 200
+        assert c.get(r["Location"] + "report.pdf").content.startswith(b"%PDF")
+        shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
+        bad = sorted(m for m in ("torch", "torchvision", "albumentations") if m in sys.modules)
+        print("IMPORTED", bad)
+        sys.exit(1 if bad else 0)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "IMPORTED []" in result.stdout

@@ -1,0 +1,220 @@
+"""Server-rendered pages. Thin: parse the request, call services/selectors, render."""
+
+from __future__ import annotations
+
+import functools
+import mimetypes
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from rest_framework.authtoken.models import Token
+
+from diagnosis import selectors, services
+from diagnosis.forms import HistoryFilterForm, SignUpForm, UploadForm
+from diagnosis.http import client_ip, wants_json
+from diagnosis.images import data_uri
+from diagnosis.models import IMAGE_KINDS
+from diagnosis.reports import build_report
+
+
+def allow_methods(*methods: str):
+    """Like require_http_methods, but answers 405 with a page that says what happened."""
+    allowed = {m.upper() for m in methods}
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                response = render(request, "diagnosis/error.html", {
+                    "title": "Method not allowed",
+                    "message": f"This page does not accept {request.method} requests.",
+                }, status=405)
+                response["Allow"] = ", ".join(sorted(allowed))
+                return response
+            return view(request, *args, **kwargs)
+        return wrapper
+    return decorator
+
+
+@allow_methods("GET", "POST")
+def upload(request):
+    if not request.user.is_authenticated and not settings.ECGDX_ANONYMOUS_DEMO:
+        return redirect(f"{reverse('login')}?next={request.path}")
+    form = UploadForm()
+    status, error = 200, None
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        try:
+            if getattr(request, "upload_too_large", False):
+                outcome = services.prediction_create(image_file=_TooLarge(), user=request.user,
+                                                     client_ip=client_ip(request))
+            elif not form.is_valid():
+                raise services.UploadRejected(" ".join(form.errors.get("image", ["Invalid upload."])),
+                                              code="missing_file")
+            else:
+                outcome = services.prediction_create(image_file=form.cleaned_data["image"], user=request.user,
+                                                     client_ip=client_ip(request))
+        except services.UploadRejected as exc:
+            if exc.code == "not_authenticated":
+                return redirect(f"{reverse('login')}?next={request.path}")
+            form = UploadForm()
+            status, error = exc.status, exc.message
+        else:
+            if outcome.stored:
+                return redirect("diagnosis:result", pk=outcome.analysis.pk)
+            return render(request, "diagnosis/result.html", {
+                "analysis": outcome.analysis, "demo": True,
+                "pictures": {k.replace("-", "_"): data_uri(v) for k, v in outcome.pictures.items()},
+            })
+    return render(request, "diagnosis/upload.html", {"form": form, "error": error}, status=status)
+
+
+class _TooLarge:
+    """Stands for a file the upload handler refused to read (larger than the limit)."""
+
+    too_large = True
+    size = None
+
+
+@login_required
+@allow_methods("GET")
+def history(request):
+    form = HistoryFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    qs = selectors.analysis_list(user=request.user, label=filters.get("label") or None,
+                                 date_from=filters.get("date_from"), date_to=filters.get("date_to"))
+    page = Paginator(qs, 20).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "diagnosis/history.html", {
+        "form": form, "page": page, "query": query.urlencode(), "total": qs.count(),
+    })
+
+
+@login_required
+@allow_methods("GET")
+def result(request, pk):
+    analysis = selectors.analysis_get(user=request.user, pk=pk)
+    return render(request, "diagnosis/result.html", {"analysis": analysis, "demo": False})
+
+
+@login_required
+@allow_methods("GET")
+@never_cache
+def image(request, pk, kind):
+    if kind not in IMAGE_KINDS:
+        raise Http404("no such picture")
+    return image_response(selectors.analysis_get(user=request.user, pk=pk), kind)
+
+
+def image_response(analysis, kind: str):
+    """Stream one stored picture of an analysis the caller may see (both pages and API use this)."""
+    field_file = analysis.image_field(kind)
+    if not field_file:
+        raise Http404("this picture is not stored (never made, or deleted by the retention policy)")
+    try:
+        handle = field_file.storage.open(field_file.name, "rb")
+    except OSError:
+        raise Http404("this picture is missing from storage") from None
+    content_type = mimetypes.guess_type(field_file.name)[0] or "application/octet-stream"
+    response = FileResponse(handle, content_type=content_type)
+    response["Content-Disposition"] = "inline"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@allow_methods("GET")
+@never_cache
+def report(request, pk):
+    return report_response(selectors.analysis_get(user=request.user, pk=pk))
+
+
+def report_response(analysis):
+    pdf = build_report(analysis)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    stamp = timezone.localtime(analysis.created_at).strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="ecgdx-report-{stamp}-{str(analysis.pk)[:8]}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@allow_methods("POST")
+def delete(request, pk):
+    analysis = selectors.analysis_get(user=request.user, pk=pk)
+    services.analysis_delete(analysis=analysis)
+    messages.success(request, "The analysis and its pictures were deleted.")
+    return redirect("diagnosis:history")
+
+
+@allow_methods("GET", "POST")
+def signup(request):
+    if not settings.ECGDX_ALLOW_SIGNUP:
+        raise Http404("sign-up is switched off")
+    if request.user.is_authenticated:
+        return redirect("diagnosis:upload")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.get_username()}. Your account was created.")
+        return redirect("diagnosis:upload")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@allow_methods("GET", "POST")
+def api_token(request):
+    token = Token.objects.filter(user=request.user).first()
+    if request.method == "POST":
+        if token:
+            token.delete()
+        token = Token.objects.create(user=request.user)
+        messages.success(request, "A new API token was created; the old one no longer works.")
+        return redirect("diagnosis:api-token")
+    return render(request, "diagnosis/token.html", {"token": token})
+
+
+# ------------------------------------------------------------------------------------ error pages
+
+
+def _error(request, status: int, title: str, message: str):
+    if wants_json(request):
+        return JsonResponse({"error": {"status": status, "code": title.lower().replace(" ", "_"),
+                                       "message": message}}, status=status)
+    return render(request, "diagnosis/error.html", {"title": title, "message": message}, status=status)
+
+
+def bad_request(request, exception=None):
+    return _error(request, 400, "Bad request", "The request could not be understood.")
+
+
+def permission_denied(request, exception=None):
+    return _error(request, 403, "Forbidden", "You are not allowed to see this page.")
+
+
+def page_not_found(request, exception=None):
+    return _error(request, 404, "Not found", "There is nothing at this address, or it is not yours to see.")
+
+
+def server_error(request):
+    return _error(request, 500, "Server error",
+                  "Something went wrong on the server. The problem was logged; please try again later.")
+
+
+def csrf_failure(request, reason=""):
+    if getattr(request, "upload_too_large", False):
+        limit = settings.ECGDX_MAX_UPLOAD_BYTES
+        return _error(request, 413, "File too large",
+                      f"The file is larger than the limit of {limit / 1_000_000:.0f} MB; upload a smaller picture.")
+    return _error(request, 403, "Form expired",
+                  "The form was too old or came from another site (CSRF check failed). Reload the page and try again.")

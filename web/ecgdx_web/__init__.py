@@ -1,0 +1,1 @@
+"""Django project of the ecgdx clinician web app (see docs/web.md)."""

@@ -1,0 +1,1 @@
+"""Settings modules: ``base`` (shared), ``local`` (a workstation, ``ecgdx serve``), ``production``, ``test``."""

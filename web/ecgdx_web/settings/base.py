@@ -1,0 +1,177 @@
+"""Settings shared by every environment. Everything that varies comes from environment variables.
+
+Safe defaults: DEBUG off, SQLite in the data directory (PostgreSQL or any other database when
+DATABASE_URL is set), uploads kept in a private folder outside every static or public folder.
+The data directory (ECGDX_WEB_DATA_DIR, default ~/.local/share/ecgdx-web) is never inside the repo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from ecgdx_web.env import default_data_dir, env_bool, env_int, env_list, env_str
+
+WEB_DIR = Path(__file__).resolve().parents[2]  # .../web
+DATA_DIR = default_data_dir()
+
+SECRET_KEY = env_str("SECRET_KEY")  # local.py generates one; production.py requires it
+DEBUG = False
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "diagnosis",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ecgdx_web.urls"
+WSGI_APPLICATION = "ecgdx_web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "diagnosis.context_processors.app_settings",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL",
+        default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "diagnosis:upload"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or DATA_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# No MEDIA_URL: uploads are never served as static files, only through the authorised image views.
+PRIVATE_MEDIA_ROOT = Path(env_str("ECGDX_PRIVATE_MEDIA_ROOT") or DATA_DIR / "private")
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ecgdx"}}
+
+# Uploads: held in memory up to the limit, never spooled to a temporary file (rejected files never
+# touch the disk); anything larger is refused before it is read (diagnosis.uploads).
+ECGDX_MAX_UPLOAD_BYTES = env_int("ECGDX_MAX_UPLOAD_BYTES", 20_000_000, minimum=1)  # 20 MB
+ECGDX_MAX_IMAGE_PIXELS = env_int("ECGDX_MAX_IMAGE_PIXELS", 50_000_000, minimum=1)
+FILE_UPLOAD_HANDLERS = ["diagnosis.uploads.LimitedMemoryUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = ECGDX_MAX_UPLOAD_BYTES + 1
+DATA_UPLOAD_MAX_NUMBER_FILES = 5
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+ECGDX_ALLOWED_IMAGE_TYPES = env_list("ECGDX_ALLOWED_IMAGE_TYPES", ["jpeg", "png"])
+
+# Anonymous users may try one upload (result shown once, nothing stored) when this is on.
+ECGDX_ANONYMOUS_DEMO = env_bool("ECGDX_ANONYMOUS_DEMO", False)
+# Self-service sign-up page (off in production unless asked for).
+ECGDX_ALLOW_SIGNUP = env_bool("ECGDX_ALLOW_SIGNUP", False)
+# Uploads per user (or per IP address for anonymous requests) per window; 0 disables the limit.
+ECGDX_UPLOAD_RATE_LIMIT = env_int("ECGDX_UPLOAD_RATE_LIMIT", 30)
+ECGDX_UPLOAD_RATE_WINDOW_SECONDS = env_int("ECGDX_UPLOAD_RATE_WINDOW_SECONDS", 3600, minimum=1)
+# Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+ECGDX_TRUST_X_FORWARDED_FOR = env_bool("ECGDX_TRUST_X_FORWARDED_FOR", False)
+# Delete stored images (not the result rows) older than this many days (`manage.py purge_images`); 0 = keep.
+ECGDX_IMAGE_RETENTION_DAYS = env_int("ECGDX_IMAGE_RETENTION_DAYS", 30)
+# Paint the printed header and footer (patient details) of stored uploads white (preprocessing's crop box).
+ECGDX_BLANK_PRINTED_TEXT = env_bool("ECGDX_BLANK_PRINTED_TEXT", True)
+
+# Model: ECGDX_MODEL_PATH (else the bundled default); how inference is reached (tests inject a fake).
+ECGDX_MODEL_PATH = env_str("ECGDX_MODEL_PATH") or None
+ECGDX_INFERENCE_THREADS = env_int("ECGDX_INFERENCE_THREADS", 1, minimum=1)
+ECGDX_PREDICTOR_FACTORY = env_str("ECGDX_PREDICTOR_FACTORY", "diagnosis.inference_adapter.onnx_predictor")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.MultiPartParser", "rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ecgdx API",
+    "DESCRIPTION": (
+        "Classify pictures of paper 12-lead ECGs (Normal, Myocardial Infarction, Abnormal Heartbeat, "
+        "History of MI). Research tool, not a medical device."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No call to the public validator service: the docs must work offline.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CSRF_FAILURE_VIEW = "diagnosis.views.csrf_failure"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
+    "loggers": {"diagnosis": {"level": env_str("LOG_LEVEL", "INFO")}},
+}
