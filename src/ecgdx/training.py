@@ -452,8 +452,9 @@ def evaluate_command(run: str, *, manifest: str | None, split: str, out: str | N
     report = evaluate_split(model.to(memory_format=_cl()), splits[split], ckpt.get("temperature"), out_dir,
                             title=f"{cfg.name}: {cfg.model.name} on split '{split}'", n_boot=n_boot)
     head = _headline(report)
-    print(f"{cfg.name} on {split} (n={head['n']}): accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
-          f"MI sensitivity {head.get('mi_sensitivity')}, ECE {head['ece']:.3f}")
+    print(f"{cfg.name} on {split} (n={head['n']}): accuracy {_fmt(head['accuracy'])}, "
+          f"macro-F1 {_fmt(head['macro_f1'])}, MI sensitivity {_fmt(head.get('mi_sensitivity'))}, "
+          f"ECE {_fmt(head['ece'])}")
     print(f"report: {out_dir / 'report.md'}")
     return 0
 
