@@ -1,0 +1,48 @@
+"""The bundled default model: loads without torch, reads every example page, and its metadata
+matches the headline numbers in MODEL_CARD.md (which `ecgdx evaluate` produced)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ecgdx.export import read_model_metadata
+from ecgdx.inference import Predictor, default_model_path
+from ecgdx.labels import CLASS_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*/*.png"))
+
+
+def _card_headline() -> dict[str, float]:
+    text = (ROOT / "MODEL_CARD.md").read_text()
+    section = text.split("### Headline", 1)[1].split("| | value", 1)[0]
+    return {name: float(value) for name, value in re.findall(r"^\| (\w+) \| ([0-9.]+) \|$", section, re.M)}
+
+
+def test_bundled_model_is_present_and_small():
+    path = Path(default_model_path())
+    assert path.is_file()
+    assert path.stat().st_size < 10 * 2**20
+
+
+def test_bundled_model_metadata_matches_the_model_card():
+    meta = read_model_metadata(default_model_path())
+    assert list(meta["classes"]) == list(CLASS_KEYS)
+    card = _card_headline()
+    assert set(card) == {"accuracy", "macro_f1", "balanced_accuracy", "ece", "mi_sensitivity"}
+    for name, value in card.items():
+        assert round(meta["test_metrics"][name], 3) == pytest.approx(value, abs=1e-9), name
+    assert meta["model_version"] in (ROOT / "MODEL_CARD.md").read_text()
+    assert meta["data_fingerprint"] in (ROOT / "MODEL_CARD.md").read_text()
+
+
+def test_bundled_model_reads_every_example_page():
+    predictor = Predictor()
+    assert len(EXAMPLES) == 4
+    for path in EXAMPLES:
+        prediction = predictor.predict(path)
+        assert prediction.gate.ok, (path, prediction.gate.reasons)
+        assert prediction.label in CLASS_KEYS
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.preprocess["layout_method"] == "canonical"
