@@ -65,6 +65,10 @@ TEMPLATES = [
     },
 ]
 
+if not env_str("DATABASE_URL"):
+    # The default SQLite file lives in the data directory; SQLite cannot create missing folders.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+
 DATABASES = {
     "default": dj_database_url.config(
         env="DATABASE_URL",
