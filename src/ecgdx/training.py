@@ -466,9 +466,15 @@ def _cl():
 
 
 def cpu_ms_per_image(model, size: tuple[int, int], repeats: int = 20) -> float:
-    """Median CPU latency of one image (batch 1) through the torch model, in milliseconds."""
+    """Median CPU latency of one image (batch 1) through the torch model on ONE thread, in milliseconds.
+
+    One thread, because the number is compared across models and a second thread on a busy 2-core
+    machine measures scheduling rather than the model.
+    """
     import torch
 
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.eval()
     x = torch.rand(1, 1, *size).contiguous(memory_format=torch.channels_last)
     model = model.to(memory_format=torch.channels_last)
@@ -479,6 +485,7 @@ def cpu_ms_per_image(model, size: tuple[int, int], repeats: int = 20) -> float:
             model(x)
             if i >= 3:
                 times.append((time.perf_counter() - t0) * 1000)
+    torch.set_num_threads(previous_threads)
     return float(np.median(times))
 
 
@@ -557,7 +564,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _markdown_table(rows: list[dict], majority: dict | None) -> str:
-    header = ("| run | model | weights | input | params | GMACs | CPU ms/img | protocol | accuracy | "
+    header = ("| run | model | weights | input | params | GMACs | CPU ms/img (1 thread) | protocol | accuracy | "
               "macro-F1 (95% CI) | MI sens. | ECE (T-scaled) | macro-F1 3x4_grid | macro-F1 6x2_nogrid |")
     lines = [header, "|" + "---|" * 14]
     for row in rows + ([majority] if majority else []):
