@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict_commands.register(sub)
 
+    from ecgdx import signal_commands  # render, render-dataset, digitize (stdlib imports only)
+
+    signal_commands.register(sub)
+
     train = sub.add_parser("train", help="train a classifier from a YAML config")
     train.add_argument("--config", required=True, help="YAML experiment config, e.g. configs/honest.yaml")
     train.add_argument(

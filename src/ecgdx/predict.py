@@ -26,6 +26,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 # The fixed leading CSV columns (scripts rely on them); extras follow in EXTRA_COLUMNS order.
 CSV_COLUMNS = ("path", "label", "prob_normal", "prob_mi", "prob_abnormal_heartbeat", "prob_history_of_mi")
 EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_version", "error", "explanation")
+# With --measure (ecgdx.measure on the digitised page), appended after EXTRA_COLUMNS.
+MEASURE_COLUMNS = ("heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms", "pr_ms", "qrs_ms", "qt_ms", "qtc_bazett_ms",
+                   "qtc_fridericia_ms", "axis_deg", "measure_error")
 # Show a progress bar only when a run has more pictures than this.
 _PROGRESS_MIN = 16
 
@@ -52,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="CPU threads for inference and preprocessing (default 1)")
     predict.add_argument("--force", action="store_true",
                          help="classify pictures even when the quality gate says they are not ECG pages")
+    predict.add_argument("--measure", action="store_true",
+                         help="also digitise each page and add heart rate, RR variability, PR, QRS, QT, QTc "
+                         "and axis columns (needs the [signal] extra: neurokit2)")
     predict.set_defaults(func=run_predict)
 
     export = subparsers.add_parser(
@@ -124,8 +130,11 @@ def run_predict(args: argparse.Namespace) -> int:
         chunk = inputs[start : start + args.batch_size]
         results = predictor.predict_many([path for _, path in chunk], batch_size=args.batch_size,
                                          explain=bool(args.explain), force=args.force)
-        for (display, _), result in zip(chunk, results, strict=True):
-            rows.append(_result_row(display, result, args.explain, names))
+        for (display, path), result in zip(chunk, results, strict=True):
+            row = _result_row(display, result, args.explain, names)
+            if getattr(args, "measure", False):
+                row["measurements"] = _measure_row(path, result)
+            rows.append(row)
             _report(display, result, bar)
         bar.update(len(chunk))
     bar.close()
@@ -159,6 +168,29 @@ def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict
         target = write_overlay(explain_dir / names[display], result.explanation, result.probabilities)
         row["explanation_png"] = str(target)
     return row
+
+
+def _measure_row(path: str, result: Any) -> dict[str, Any]:
+    """Measurements of one picture (``ecgdx.measure`` on ``ecgdx.digitize``): the MEASURE_COLUMNS as
+    a dict, None for what could not be measured; 'measure_error' says why nothing was measured."""
+    from ecgdx.errors import EcgdxError
+    from ecgdx.inference import PredictionFailure
+
+    empty: dict[str, Any] = {k: None for k in MEASURE_COLUMNS}
+    if isinstance(result, PredictionFailure):
+        return {**empty, "measure_error": "the picture could not be read"}
+    try:
+        from ecgdx.digitize import digitize
+        from ecgdx.measure import measure
+
+        digitized = digitize(path)
+        values = measure(digitized, digitized.fs).to_dict()
+    except EcgdxError as exc:
+        return {**empty, "measure_error": f"not digitised: {exc}"}
+    out = {k: values.get(k) for k in MEASURE_COLUMNS if k != "measure_error"}
+    out["measure_error"] = None
+    out["reasons"] = {k: v for k, v in values["reasons"].items() if k in out}
+    return out
 
 
 def _report(display: str, result: Any, bar) -> None:
@@ -203,10 +235,13 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_COLUMNS, *EXTRA_COLUMNS])
+    measured = any("measurements" in r for r in rows)
+    writer.writerow([*CSV_COLUMNS, *EXTRA_COLUMNS, *(MEASURE_COLUMNS if measured else ())])
     for r in rows:
         probs = r.get("probabilities") or {}
         gate = r.get("gate") or {}
+        values = r.get("measurements") or {}
+        extra = [_cell(values.get(k)) for k in MEASURE_COLUMNS] if measured else []
         writer.writerow([
             r["path"], r.get("label") or "",
             *(f"{probs[k]:.6f}" if k in probs else "" for k in CLASS_KEYS),
@@ -217,15 +252,25 @@ def _csv(rows: list[dict[str, Any]]) -> str:
             r.get("model_version") or "",
             r.get("error") or "",
             r.get("explanation_png") or "",
+            *extra,
         ])
     return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    """A measurement as CSV text: '' for None, one decimal for numbers."""
+    if value is None:
+        return ""
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
     """Aligned plain text: path, diagnosis, one percentage column per class, quality."""
     from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
 
-    header = ["path", "diagnosis", *(DISPLAY_NAMES[k] for k in CLASS_KEYS), "quality"]
+    measured = any("measurements" in r for r in rows)
+    header = ["path", "diagnosis", *(DISPLAY_NAMES[k] for k in CLASS_KEYS), "quality",
+              *(("HR bpm", "QRS ms", "QT ms", "QTc ms") if measured else ())]
     lines = [header]
     for r in rows:
         probs = r.get("probabilities") or {}
@@ -237,8 +282,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
         else:
             diagnosis = "not an ECG page"
         quality = f"{gate['score']:.2f}{'' if gate['ok'] else ' (refused)'}" if gate else "-"
+        values = r.get("measurements") or {}
+        measures = [f"{values[k]:.0f}" if values.get(k) is not None else "-"
+                    for k in ("heart_rate_bpm", "qrs_ms", "qt_ms", "qtc_bazett_ms")] if measured else []
         lines.append([r["path"], diagnosis, *(f"{100 * probs[k]:.1f}%" if k in probs else "-" for k in CLASS_KEYS),
-                      quality])
+                      quality, *measures])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     # Text columns left-aligned, numbers right-aligned.
     def fmt(line: list[str]) -> str:

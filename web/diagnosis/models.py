@@ -105,3 +105,88 @@ class Analysis(models.Model):
     @property
     def has_images(self) -> bool:
         return bool(self.original_image or self.model_input_image or self.heatmap_image)
+
+
+class Digitization(models.Model):
+    """The 12 leads read back from an analysis's stored picture (``ecgdx.digitize``) and their
+    measurements (``ecgdx.measure``). Made on the first view of the result, then kept like the result
+    (the retention job deletes pictures, not this).
+
+    samples: zlib-compressed little-endian int16 microvolts, shape (13, n): the 12 leads in
+    ``ecgdx.labels.LEADS`` order, then the lead-II rhythm strip; -32768 = not printed.
+    summary: ``DigitizedECG.summary()`` (scales, windows, confidence, warnings).
+    """
+
+    STATUS_CHOICES = [("ok", "digitised"), ("failed", "could not be digitised")]
+    MISSING = -32768
+
+    analysis = models.OneToOneField(Analysis, on_delete=models.CASCADE, primary_key=True, related_name="digitization")
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES)
+    error = models.TextField(blank=True)
+    template = models.CharField(max_length=32, blank=True)
+    fs = models.FloatField(default=500.0)
+    samples = models.BinaryField(blank=True, default=b"")
+    has_rhythm = models.BooleanField(default=False)
+    summary = models.JSONField(default=dict, blank=True)
+    measurements = models.JSONField(default=dict, blank=True, help_text="ecgdx.measure.Measurements.to_dict()")
+    elapsed_ms = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"digitisation of {self.analysis_id} ({self.status})"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def set_arrays(self, signals, rhythm) -> None:
+        """Store (12, n) mV and the (n,) strip or None as compressed int16 microvolts."""
+        import zlib
+
+        import numpy as np
+
+        n = signals.shape[1]
+        stack = np.vstack([signals, rhythm[None] if rhythm is not None else np.full((1, n), np.nan)])
+        micro = np.where(np.isfinite(stack), np.clip(np.round(stack * 1000.0), -32767, 32767), self.MISSING)
+        self.samples = zlib.compress(micro.astype("<i2").tobytes(), 6)
+        self.has_rhythm = rhythm is not None
+
+    def arrays(self):
+        """((12, n) mV with NaN where not printed, (n,) strip or None)."""
+        import zlib
+
+        import numpy as np
+
+        raw = np.frombuffer(zlib.decompress(bytes(self.samples)), "<i2").reshape(13, -1)
+        mv = np.where(raw == self.MISSING, np.nan, raw / 1000.0)
+        return mv[:12], (mv[12] if self.has_rhythm else None)
+
+    def result(self):
+        """The stored ``ecgdx.digitize.DigitizedECG``."""
+        from ecgdx.digitize import DigitizedECG
+
+        signals, rhythm = self.arrays()
+        return DigitizedECG.from_summary(self.summary, signals, rhythm)
+
+    def measurement_rows(self) -> list[dict]:
+        """[{key, label, value, unit, reason}] for the result page (ecgdx.measure.FIELDS order)."""
+        from ecgdx.measure import FIELDS
+
+        values = self.measurements or {}
+        reasons = values.get("reasons", {})
+        return [{"key": key, "label": label, "value": values.get(key), "unit": unit, "reason": reasons.get(key, "")}
+                for key, label, unit in FIELDS]
+
+    def st_rows(self) -> list[dict]:
+        """[{lead, value, reason}] of the ST levels (mV) in lead order."""
+        from ecgdx.labels import LEADS
+
+        values = (self.measurements or {}).get("st_mv", {})
+        reasons = (self.measurements or {}).get("reasons", {})
+        return [{"lead": lead, "value": values.get(lead), "reason": reasons.get(f"st:{lead}", "")} for lead in LEADS]
+
+    def confidence_rows(self) -> list[dict]:
+        from ecgdx.labels import LEADS
+
+        values = (self.summary or {}).get("confidence", {})
+        return [{"lead": lead, "value": values.get(lead)} for lead in LEADS]

@@ -318,3 +318,71 @@ def _jsonable(value):
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+# ------------------------------------------------------------------------------------ digitisation
+
+
+def digitization_get_or_create(*, analysis: Analysis):
+    """The analysis's ``Digitization``, made now from its stored picture if there is none yet.
+
+    Digitising (``ecgdx.digitize``, ~0.2-0.5 s) plus measuring (``ecgdx.measure``, ~0.1 s, and
+    about 1.5 s to import neurokit2 the first time in a process) is more than an upload should wait
+    for, so it runs on the first view of the result and is stored. Returns None when the pictures
+    are gone (retention policy) and nothing was stored before. A page that cannot be digitised gives
+    a stored 'failed' row with the reason, never an exception.
+    """
+    from diagnosis.models import Digitization
+
+    existing = Digitization.objects.filter(analysis=analysis).first()
+    if existing is not None:
+        return existing
+    if not analysis.original_image:
+        return None
+    try:
+        with analysis.original_image.open("rb") as handle:
+            data = handle.read()
+    except OSError:
+        logger.warning("analysis %s: stored picture missing, not digitised", analysis.pk)
+        return None
+    row = _digitize(data)
+    row.analysis = analysis
+    with transaction.atomic():
+        # Two first views at once: the first row saved wins, the other is discarded.
+        saved, _ = Digitization.objects.get_or_create(analysis=analysis, defaults={
+            f.name: getattr(row, f.name) for f in Digitization._meta.concrete_fields if f.name != "analysis"})
+    return saved
+
+
+def digitization_preview(*, data: bytes):
+    """An unsaved ``Digitization`` of uploaded bytes (anonymous demo results are never stored)."""
+    return _digitize(data)
+
+
+def _digitize(data: bytes):
+    """Digitise and measure picture bytes into an unsaved Digitization (status ok or failed)."""
+    from diagnosis.models import Digitization
+
+    started = time.perf_counter()
+    row = Digitization()
+    try:
+        from ecgdx.digitize import digitize
+        from ecgdx.measure import measure
+
+        result = digitize(data)
+        values = measure(result, result.fs)
+    except EcgdxError as exc:
+        row.status, row.error = "failed", _sentence(str(exc))
+    except ImportError as exc:  # the [signal] extra is missing on this server
+        logger.error("digitisation unavailable: %s", exc)
+        row.status = "failed"
+        row.error = "Digitisation is not installed on this server (pip install 'ecgdx[signal]')."
+    else:
+        row.status = "ok"
+        row.template = result.template
+        row.fs = result.fs
+        row.set_arrays(result.signals, result.rhythm)
+        row.summary = _jsonable(result.summary())
+        row.measurements = _jsonable(values.to_dict())
+    row.elapsed_ms = round(1000.0 * (time.perf_counter() - started), 1)
+    return row

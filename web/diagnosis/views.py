@@ -70,9 +70,11 @@ def upload(request):
         else:
             if outcome.stored:
                 return redirect("diagnosis:result", pk=outcome.analysis.pk)
+            digitization = services.digitization_preview(data=outcome.pictures["original"])
             return render(request, "diagnosis/result.html", {
                 "analysis": outcome.analysis, "demo": True,
                 "pictures": {k.replace("-", "_"): data_uri(v) for k, v in outcome.pictures.items()},
+                **_digitization_context(digitization),
             })
     return render(request, "diagnosis/upload.html", {"form": form, "error": error}, status=status)
 
@@ -103,7 +105,23 @@ def history(request):
 @allow_methods("GET")
 def result(request, pk):
     analysis = selectors.analysis_get(user=request.user, pk=pk)
-    return render(request, "diagnosis/result.html", {"analysis": analysis, "demo": False})
+    digitization = services.digitization_get_or_create(analysis=analysis)
+    return render(request, "diagnosis/result.html", {"analysis": analysis, "demo": False,
+                                                     **_digitization_context(digitization)})
+
+
+def _digitization_context(digitization) -> dict:
+    """Template context of the digitised leads: the row, and the inline SVG re-plot when it worked."""
+    if digitization is None or not digitization.ok:
+        return {"digitization": digitization, "replot_svg": ""}
+    from django.utils.safestring import mark_safe
+
+    from diagnosis.signal_plot import signals_svg
+
+    signals, rhythm = digitization.arrays()
+    # Built from numbers and fixed lead names only (signal_plot), so safe to inline.
+    svg = mark_safe(signals_svg(signals, rhythm, digitization.fs, digitization.template))
+    return {"digitization": digitization, "replot_svg": svg}
 
 
 @login_required
@@ -129,6 +147,59 @@ def image_response(analysis, kind: str):
     response["Content-Disposition"] = "inline"
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+SIGNAL_FORMATS = ("leads.csv", "rhythm_II.csv", "wfdb.zip")
+
+
+@login_required
+@allow_methods("GET")
+@never_cache
+def signals(request, pk, fmt):
+    if fmt not in SIGNAL_FORMATS:
+        raise Http404("no such signal format")
+    return signals_response(selectors.analysis_get(user=request.user, pk=pk), fmt)
+
+
+def signals_response(analysis, fmt: str):
+    """The digitised leads of an analysis the caller may see, as CSV or a zipped WFDB record
+    (pages and API use this); digitises on first use like the result page."""
+    digitization = services.digitization_get_or_create(analysis=analysis)
+    if digitization is None:
+        raise Http404("no digitised signals: the picture was deleted by the retention policy before they were made")
+    if not digitization.ok:
+        raise Http404(f"this picture could not be digitised: {digitization.error}")
+    result = digitization.result()
+    stem = f"ecgdx-{str(analysis.pk)[:8]}"
+    if fmt == "leads.csv":
+        body, content_type, filename = result.csv_text().encode(), "text/csv; charset=utf-8", f"{stem}-leads.csv"
+    elif fmt == "rhythm_II.csv":
+        text = result.rhythm_csv_text()
+        if text is None:
+            raise Http404("this page has no rhythm strip")
+        body, content_type, filename = text.encode(), "text/csv; charset=utf-8", f"{stem}-rhythm_II.csv"
+    else:
+        body, content_type, filename = _wfdb_zip(result, stem.replace("-", "_")), "application/zip", f"{stem}-wfdb.zip"
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _wfdb_zip(result, name: str) -> bytes:
+    """A zip of the WFDB record (name.hea/.dat, 12 leads) and name_rhythm.hea/.dat."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="ecgdx-wfdb-") as folder:
+        paths = result.save(folder, "wfdb", name=name)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in paths:
+                archive.write(path, Path(path).name)
+    return buffer.getvalue()
 
 
 @login_required

@@ -72,6 +72,32 @@ class UploadInfoSerializer(serializers.Serializer):
     header_blanked = serializers.BooleanField()
 
 
+class DigitizationSerializer(serializers.Serializer):
+    """The digitised leads of an analysis: status, measurements and where to download the signals."""
+
+    status = serializers.ChoiceField(choices=["ok", "failed"])
+    error = serializers.CharField(allow_blank=True)
+    template = serializers.CharField(allow_blank=True)
+    fs = serializers.FloatField(help_text="sampling rate of the signals (Hz)")
+    has_rhythm = serializers.BooleanField()
+    summary = serializers.JSONField(help_text="scales (px/mm, px/s), lead windows (s), confidence per lead, warnings")
+    measurements = serializers.JSONField(
+        help_text="heart_rate_bpm, rr_sdnn_ms, rr_rmssd_ms, pr_ms, qrs_ms, qt_ms, qtc_bazett_ms, "
+        "qtc_fridericia_ms, axis_deg, st_mv {lead: mV}; null values have a reason in 'reasons'")
+    downloads = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_downloads(self, obj) -> dict:
+        if not obj.ok or not self.context.get("stored", True):
+            return {}
+        request = self.context.get("request")
+        out = {key: _absolute(request, "api:prediction-signals", pk=obj.analysis_id, fmt=fmt)
+               for key, fmt in (("leads_csv", "leads.csv"), ("wfdb_zip", "wfdb.zip"))}
+        if obj.has_rhythm:
+            out["rhythm_csv"] = _absolute(request, "api:prediction-signals", pk=obj.analysis_id, fmt="rhythm_II.csv")
+        return out
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     id = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
@@ -81,12 +107,26 @@ class PredictionSerializer(serializers.ModelSerializer):
     gate = GateSerializer(source="*")
     explanation = ExplanationSerializer(source="*")
     upload = UploadInfoSerializer(source="*")
+    digitization = serializers.SerializerMethodField(
+        help_text="the digitised leads and measurements; made on the first GET of the prediction (null in "
+        "lists until then, and when the picture was deleted before)")
 
     class Meta:
         model = Analysis
         fields = ["id", "url", "created_at", "label", "display_name", "probabilities", "gate", "model_version",
                   "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
-                  "images_deleted_at"]
+                  "images_deleted_at", "digitization"]
+
+    @extend_schema_field(DigitizationSerializer(allow_null=True))
+    def get_digitization(self, obj):
+        from diagnosis.models import Digitization
+
+        if not self._stored():
+            return None
+        row = self.context.get("digitization")
+        if row is None:
+            row = Digitization.objects.filter(analysis_id=obj.pk).first()
+        return None if row is None else DigitizationSerializer(row, context=self.context).data
 
     def _stored(self) -> bool:
         return self.context.get("stored", True)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("predictions/<uuid:pk>", views.PredictionDetail.as_view(), name="prediction-detail"),
     path("predictions/<uuid:pk>/images/<slug:kind>", views.PredictionImage.as_view(), name="prediction-image"),
     path("predictions/<uuid:pk>/report", views.PredictionReport.as_view(), name="prediction-report"),
+    path("predictions/<uuid:pk>/signals/<str:fmt>", views.PredictionSignals.as_view(), name="prediction-signals"),
     path("model", views.ModelInfo.as_view(), name="model"),
     path("health", views.Health.as_view(), name="health"),
     path("auth/token", obtain_auth_token, name="token"),

@@ -26,7 +26,7 @@ from diagnosis.api.serializers import (
 from diagnosis.http import client_ip
 from diagnosis.inference_adapter import get_predictor
 from diagnosis.models import IMAGE_KINDS
-from diagnosis.views import image_response, report_response
+from diagnosis.views import SIGNAL_FORMATS, image_response, report_response, signals_response
 from ecgdx.errors import ModelError
 
 _ERRORS = {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in {
@@ -111,7 +111,9 @@ class PredictionDetail(APIView):
                                                                    404: OpenApiResponse(ErrorSerializer)})
     def get(self, request, pk):
         analysis = selectors.analysis_get(user=request.user, pk=pk)
-        return Response(PredictionSerializer(analysis, context={"request": request}).data)
+        digitization = services.digitization_get_or_create(analysis=analysis)
+        context = {"request": request, "digitization": digitization}
+        return Response(PredictionSerializer(analysis, context=context).data)
 
 
 class _AnyAccept(BaseContentNegotiation):
@@ -136,6 +138,22 @@ class PredictionImage(APIView):
         if kind not in IMAGE_KINDS:
             raise Http404("no such picture")
         return image_response(selectors.analysis_get(user=request.user, pk=pk), kind)
+
+
+class PredictionSignals(APIView):
+    content_negotiation_class = _AnyAccept
+
+    @extend_schema(
+        operation_id="predictions_signals",
+        parameters=[OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=list(SIGNAL_FORMATS))],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/zip"): OpenApiTypes.BINARY,
+                   404: OpenApiResponse(ErrorSerializer)},
+        summary="The digitised leads: CSV (time + 12 leads), the rhythm strip CSV, or a zipped WFDB record",
+    )
+    def get(self, request, pk, fmt):
+        if fmt not in SIGNAL_FORMATS:
+            raise Http404("no such signal format")
+        return signals_response(selectors.analysis_get(user=request.user, pk=pk), fmt)
 
 
 class PredictionReport(APIView):

@@ -1,0 +1,952 @@
+"""Read the 12 leads of a paper ECG page back into time series (mV at 500 Hz).
+
+``digitize(image) -> DigitizedECG``. Steps:
+
+1. Decode at full resolution (``preprocessing.decode_image``; colour -> gray) and deskew: the page
+   is rotated back by the angle that makes its horizontal structure (grid lines, header rules,
+   trace baselines) sharpest in a horizontal projection (search +/- 4 deg).
+2. Lead layout at the working scale (~1106 px wide): ``layout._analyse_layout`` (what
+   ``find_lead_panels`` reports): the scale from the 1 mV calibration pulses (10 mm), the grid
+   period as a cross-check, the row baselines (pulse feet), the separator lines; the row count gives
+   the design (3x4 + rhythm, 6x2 + rhythm, 6x2 without rhythm).
+3. Trace ink per panel at the working scale with the layout's cleaning (``layout._prepare_ink``,
+   ``_row_ink``, ``_clean_label_area``, ``_bridge``): separators erased, lead-label glyphs and other
+   rows' ink dropped, header/footer text never read.
+4. Reading at the page's own resolution (ink inside the cleaned mask): one ink run per pixel column
+   by a cheapest-path search (continuity); sub-pixel values: the darkness-weighted centre of each
+   column, the run's end (less half the line width) at peaks and troughs, and row-wise centres along
+   steep strokes (column centres would widen every QRS by the line width).
+5. Time axis from sub-pixel landmarks (separator centres, the midpoint of the traces' start and
+   end), mV = (row baseline - y) / (pulse height per mV); resampled to ``fs`` on each lead's own
+   window (3x4: aVR is 2.5-5 s, ...); NaN outside it.
+
+A 2213 x 1572 photo and its 50 % PNG give nearly the same signals (the PNG at half the resolution).
+No torch, no PIL: numpy and OpenCV (wfdb only to write WFDB records).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ecgdx import layout as _layout
+from ecgdx.labels import LEADS
+from ecgdx.preprocessing import decode_image
+
+__all__ = ["DEFAULT_FS", "FORMATS", "DigitizedECG", "digitize", "estimate_skew"]
+
+DEFAULT_FS = 500.0
+FORMATS = ("csv", "wfdb", "json")
+RECORD_SECONDS = _layout.RECORD_SECONDS
+# Deskew search range and precision (degrees). Beyond ~4 deg the pulses no longer line up.
+_SKEW_RANGE = 4.0
+_SKEW_MIN = 0.05
+# Half height (mm) of the window read around each row's baseline (1.9 mV; tall waves of 6x2 pages
+# print into the neighbouring rows, 21.7 mm apart).
+_WINDOW_HALF_MM = 19.0
+# Columns without trace longer than this (s) stay NaN; shorter gaps are interpolated.
+_MAX_GAP_S = 0.06
+# A jump between the runs of neighbouring columns longer than this (mm) is penalised in the path.
+_MAX_JUMP_MM = 3.0
+# Ink runs of one column closer than this (px) are one run (see _merge_runs).
+_MERGE_GAP_PX = 2
+
+
+@dataclass
+class DigitizedECG:
+    """The 12 leads read from one page.
+
+    fs: sampling rate (Hz). signals: (12, N) float mV in ``LEADS`` order, N = 10 s * fs, NaN outside
+        each lead's printed window. rhythm: (N,) lead II of the 10 s rhythm strip, or None.
+    windows: lead -> (t0, t1) seconds printed. confidence: lead -> 0..1 (layout confidence x share of
+        the window with a trace x continuity). rhythm_confidence: same for the strip.
+    template: '3x4_grid', '6x2_nogrid', '6x2_grid', ... (``PageLayout.template``).
+    px_per_mm: page px per mm from the pulses; grid_px_per_mm: from the grid (ruled pages), a check.
+    px_per_s: time scale (page px per s). rotation_deg: deskew applied (degrees).
+    page_size: (height, width) of the decoded page in px. warnings: what looked doubtful.
+    timings_ms: per-step wall time.
+    """
+
+    fs: float
+    signals: np.ndarray
+    rhythm: np.ndarray | None
+    windows: dict[str, tuple[float, float]]
+    confidence: dict[str, float]
+    rhythm_confidence: float | None
+    template: str
+    px_per_mm: float
+    grid_px_per_mm: float | None
+    px_per_s: float
+    rotation_deg: float
+    page_size: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], signals: np.ndarray, rhythm: np.ndarray | None) -> DigitizedECG:
+        """Rebuild a result from ``summary()`` and its samples (e.g. stored by the web app)."""
+        return cls(
+            fs=float(summary["fs"]),
+            signals=np.asarray(signals, float),
+            rhythm=None if rhythm is None else np.asarray(rhythm, float),
+            windows={k: (float(v[0]), float(v[1])) for k, v in summary["windows"].items()},
+            confidence={k: float(v) for k, v in summary["confidence"].items()},
+            rhythm_confidence=summary.get("rhythm_confidence"),
+            template=str(summary["template"]),
+            px_per_mm=float(summary["px_per_mm"]),
+            grid_px_per_mm=summary.get("grid_px_per_mm"),
+            px_per_s=float(summary["px_per_s"]),
+            rotation_deg=float(summary.get("rotation_deg", 0.0)),
+            page_size=tuple(summary.get("page_size", (0, 0))),
+            warnings=list(summary.get("warnings", [])),
+            timings_ms=dict(summary.get("timings_ms", {})),
+        )
+
+    @property
+    def time(self) -> np.ndarray:
+        """(N,) seconds from the start of the record."""
+        return np.arange(self.signals.shape[1]) / self.fs
+
+    def lead(self, name: str) -> np.ndarray:
+        """(N,) mV of one lead ('I' ... 'V6'), NaN outside its window."""
+        return self.signals[LEADS.index(name)]
+
+    @property
+    def scale_agreement(self) -> float | None:
+        """grid px/mm / pulse px/mm - 1 (None without grid): both should measure the same millimetre."""
+        return None if not self.grid_px_per_mm else self.grid_px_per_mm / self.px_per_mm - 1.0
+
+    def leads_dict(self) -> dict[str, np.ndarray]:
+        """Lead name -> (N,) mV, plus 'rhythm' (the strip) when printed: what ``measure`` takes."""
+        out = {lead: self.signals[i] for i, lead in enumerate(LEADS)}
+        if self.rhythm is not None:
+            out["rhythm"] = self.rhythm
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description without the samples."""
+        return {
+            "fs": self.fs,
+            "samples": int(self.signals.shape[1]),
+            "template": self.template,
+            "px_per_mm": round(self.px_per_mm, 4),
+            "grid_px_per_mm": None if self.grid_px_per_mm is None else round(self.grid_px_per_mm, 4),
+            "scale_agreement": None if self.scale_agreement is None else round(self.scale_agreement, 4),
+            "px_per_s": round(self.px_per_s, 3),
+            "rotation_deg": round(self.rotation_deg, 3),
+            "page_size": list(self.page_size),
+            "windows": {k: list(v) for k, v in self.windows.items()},
+            "confidence": self.confidence,
+            "rhythm_confidence": self.rhythm_confidence,
+            "has_rhythm": self.rhythm is not None,
+            "warnings": list(self.warnings),
+            "timings_ms": self.timings_ms,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """``summary()`` plus the samples (NaN -> null), mV rounded to 1 uV."""
+        out = self.summary()
+        out["leads"] = {lead: _nan_to_none(self.signals[i]) for i, lead in enumerate(LEADS)}
+        out["rhythm_II"] = None if self.rhythm is None else _nan_to_none(self.rhythm)
+        return out
+
+    def csv_text(self) -> str:
+        """CSV of the 12 leads: header ``time,I,II,III,aVR,aVL,aVF,V1,...,V6``; empty cells = NaN."""
+        return _csv_text(self.time, self.signals, LEADS)
+
+    def rhythm_csv_text(self) -> str | None:
+        """CSV of the rhythm strip (``time,II``), or None when the page has none."""
+        return None if self.rhythm is None else _csv_text(self.time, self.rhythm[None], ("II",))
+
+    def save(self, directory: str | Path, fmt: str = "csv", name: str = "ecg") -> list[Path]:
+        """Write the result into ``directory`` (created) and return the paths written.
+
+        csv: ``leads.csv`` (time + 12 leads; NaN outside each window) and ``rhythm_II.csv``.
+        wfdb: ``{name}.hea/.dat`` (12 leads, format 16, 1 uV steps; NaN = missing) and
+            ``{name}_rhythm.hea/.dat`` (lead II strip). json: ``{name}.json`` (``to_json``).
+        Every format also writes ``{name}.meta.json`` (``summary``).
+        """
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        if fmt == "csv":
+            (out / "leads.csv").write_text(self.csv_text(), encoding="utf-8")
+            written.append(out / "leads.csv")
+            rhythm = self.rhythm_csv_text()
+            if rhythm is not None:
+                (out / "rhythm_II.csv").write_text(rhythm, encoding="utf-8")
+                written.append(out / "rhythm_II.csv")
+        elif fmt == "wfdb":
+            written += write_wfdb(out, name, self.signals, self.fs, LEADS)
+            if self.rhythm is not None:
+                written += write_wfdb(out, f"{name}_rhythm", self.rhythm[None], self.fs, ("II",))
+        else:
+            (out / f"{name}.json").write_text(json.dumps(self.to_json()), encoding="utf-8")
+            written.append(out / f"{name}.json")
+        meta = out / f"{name}.meta.json"
+        meta.write_text(json.dumps(self.summary(), indent=2), encoding="utf-8")
+        return [*written, meta]
+
+
+def _nan_to_none(x: np.ndarray) -> list[float | None]:
+    return [None if not math.isfinite(v) else round(float(v), 3) for v in x]
+
+
+def _csv_text(t: np.ndarray, signals: np.ndarray, names) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["time", *names])
+    for i in range(len(t)):
+        writer.writerow([f"{t[i]:.4f}", *("" if not math.isfinite(v) else f"{v:.4f}" for v in signals[:, i])])
+    return buffer.getvalue()
+
+
+def write_wfdb(directory: Path, name: str, signals: np.ndarray, fs: float, names) -> list[Path]:
+    """Write (C, N) mV as a WFDB record (format 16, gain 1000/mV, NaN = the format's missing value)."""
+    import wfdb
+
+    channels = len(names)
+    with warnings.catch_warnings():
+        # wfdb 4.3 uses pandas' deprecated inplace= internally (Pandas4Warning); nothing to act on.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _wrsamp(wfdb, directory, name, signals, fs, names, channels)
+    return [directory / f"{name}.hea", directory / f"{name}.dat"]
+
+
+def _wrsamp(wfdb, directory: Path, name: str, signals: np.ndarray, fs: float, names, channels: int) -> None:
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * channels, sig_name=list(names),
+                p_signal=np.ascontiguousarray(signals.T, dtype=np.float64), fmt=["16"] * channels,
+                adc_gain=[1000.0] * channels, baseline=[0] * channels, write_dir=str(directory),
+                comments=["digitised from a paper ECG image by ecgdx"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True) -> DigitizedECG:
+    """Digitise a picture of a 12-lead ECG page.
+
+    Args:
+        image: anything ``preprocessing.decode_image`` takes (path, bytes, file object, array).
+        fs: output sampling rate (Hz), 50..2000.
+        deskew: estimate and undo a small rotation (+/- 4 deg).
+
+    Returns:
+        ``DigitizedECG``.
+
+    Raises:
+        InvalidImageError: unreadable input (not an image, truncated, too large).
+        NotAnEcgError: no lead layout found (no calibration pulses, unknown row count, ...).
+        ValueError: fs out of range.
+    """
+    if not 50 <= fs <= 2000:
+        raise ValueError(f"fs must be 50..2000 Hz, got {fs}")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    gray = decode_image(image)
+    timings["decode"] = _lap(clock)
+    angle = 0.0
+    if deskew:
+        angle = estimate_skew(gray)
+        if abs(angle) >= _SKEW_MIN:
+            gray = _rotate(gray, angle)
+    timings["deskew"] = _lap(clock) - timings["decode"]
+    analysis = _layout._analyse_layout(gray)
+    timings["layout"] = _lap(clock) - sum(timings.values())
+    factor = analysis.work.factor
+    fine = _Fine(_layout._flatten_background(gray) if factor > 1 else analysis.work.flat, factor)
+    result = _read_page(analysis, fine, fs)
+    timings["traces"] = _lap(clock) - sum(timings.values())
+    lay = analysis.layout
+    scale = 1
+    warnings = list(result.warnings)
+    grid = lay.grid_px_per_mm
+    if grid is not None and abs(grid / lay.px_per_mm - 1) > 0.03:
+        warnings.append(f"grid spacing and calibration pulses disagree by {100 * (grid / lay.px_per_mm - 1):.1f} %")
+    timings["total"] = _lap(clock)
+    return DigitizedECG(
+        fs=float(fs),
+        signals=result.signals,
+        rhythm=result.rhythm,
+        windows=result.windows,
+        confidence=result.confidence,
+        rhythm_confidence=result.rhythm_confidence,
+        template=lay.template,
+        px_per_mm=lay.px_per_mm * scale,
+        grid_px_per_mm=None if grid is None else grid * scale,
+        px_per_s=result.pps * factor,
+        rotation_deg=float(angle),
+        page_size=tuple(int(v) for v in gray.shape),
+        warnings=warnings,
+        timings_ms={k: round(v, 1) for k, v in timings.items()},
+    )
+
+
+def _lap(start: float) -> float:
+    return 1000.0 * (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------
+# Deskew
+# --------------------------------------------------------------------------------------------------
+
+
+def estimate_skew(gray: np.ndarray) -> float:
+    """Page rotation in degrees (counter-clockwise positive, as ``cv2.getRotationMatrix2D``).
+
+    Dark structure (ink, and grid lines on ruled paper) is projected onto the vertical axis along
+    lines of slope tan(angle); printed pages are made of horizontal lines (grid, rules, text lines,
+    trace baselines), so the projection is sharpest (largest sum of squares) at the page's angle.
+    Coarse search on a 4x smaller copy (0.25 deg steps), then 0.02 deg steps at half scale.
+    Args: gray (H, W) uint8 page. Returns the angle, 0.0 for blank pages.
+    """
+    gray = _layout._as_gray(gray)
+    factor = max(1, round(gray.shape[1] / _layout._WORK_WIDTH))
+    flat = _layout._flatten_background(_layout._shrink(gray, factor))
+    angle = 0.0
+    for shrink, step, span in ((4, 0.25, _SKEW_RANGE), (1, 0.02, 0.3)):
+        small = cv2.resize(flat, (flat.shape[1] // shrink, flat.shape[0] // shrink), interpolation=cv2.INTER_AREA)
+        weight = np.clip(235.0 - small.astype(np.float32), 0, None)
+        ys, xs = np.nonzero(weight)
+        if len(ys) < 50:
+            return 0.0
+        w = weight[ys, xs]
+        xs = xs - small.shape[1] / 2.0
+        candidates = np.arange(angle - span, angle + span + step / 2, step)
+        scores = []
+        for a in candidates:
+            # y measured along the rotated horizontal: rows of a page tilted by a (CCW) rise to the right.
+            proj = ys + xs * math.tan(math.radians(a))
+            proj -= proj.min()
+            # Linear binning: the score varies smoothly with the angle (no rounding aliases).
+            low = np.floor(proj)
+            frac = proj - low
+            low = low.astype(np.int64)
+            hist = np.bincount(low, weights=w * (1.0 - frac), minlength=low.max() + 2)
+            hist += np.bincount(low + 1, weights=w * frac, minlength=low.max() + 2)
+            scores.append(float((hist * hist).sum()))
+        angle = float(candidates[int(np.argmax(scores))])
+    return angle if abs(angle) < _SKEW_RANGE else 0.0
+
+
+def _rotate(gray: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate the page by -angle about its centre (undo a CCW tilt); white outside."""
+    h, w = gray.shape
+    matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -angle, 1.0)
+    return cv2.warpAffine(gray, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
+
+
+# --------------------------------------------------------------------------------------------------
+# Traces
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _PageSignals:
+    signals: np.ndarray
+    rhythm: np.ndarray | None
+    windows: dict[str, tuple[float, float]]
+    confidence: dict[str, float]
+    rhythm_confidence: float | None
+    x0: float  # working px of t = 0
+    pps: float  # working px per s
+    warnings: list[str]
+
+
+def _read_page(a, fine: _Fine, fs: float) -> _PageSignals:
+    """Every lead panel (and the rhythm strip) of an analysed page as signals at ``fs``."""
+    ink = _layout._prepare_ink(a)
+    design = a.design
+    traces: dict[tuple[int, int], _Trace] = {}
+    # The outer panel ends reach 1 mm beyond the layout's trace extent (integer columns), so that
+    # the faint first and last columns of the trace are seen; the pulses end 3 mm before it.
+    margin = 1.0 * a.ppm
+    last = len(design.lead_rows[0]) - 1
+    for r, names in enumerate(design.lead_rows):
+        for c in range(len(names)):
+            left = a.bounds[c] - (margin if c == 0 else 0.0)
+            right = a.bounds[c + 1] + (margin if c == last else 0.0)
+            traces[r, c] = _read_panel(a, ink, fine, r, left, right)
+    if design.rhythm:
+        traces[len(design.lead_rows), 0] = _read_panel(a, ink, fine, len(design.lead_rows), a.x0 - margin,
+                                                       a.x0 + RECORD_SECONDS * a.pps + margin)
+    x0, pps, warnings = _time_calibration(a, fine, traces)
+    n = int(round(RECORD_SECONDS * fs))
+    signals = np.full((len(LEADS), n), np.nan)
+    windows, confidence = {}, {}
+    px_per_mv = a.ppm * _layout.PULSE_MM  # working px per mV: the pulse height
+    for r, names in enumerate(design.lead_rows):
+        for c, lead in enumerate(names):
+            t0, t1 = c * design.seconds, (c + 1) * design.seconds
+            trace = traces[r, c]
+            values, share = _resample(trace, x0, pps, px_per_mv, t0, t1, fs)
+            signals[LEADS.index(lead), int(round(t0 * fs)) : int(round(t1 * fs))] = values
+            windows[lead] = (t0, t1)
+            confidence[lead] = round(float(a.layout.panels[lead].confidence * share * trace.continuity), 3)
+    rhythm, rhythm_conf = None, None
+    if design.rhythm:
+        trace = traces[len(design.lead_rows), 0]
+        rhythm, share = _resample(trace, x0, pps, px_per_mv, 0.0, RECORD_SECONDS, fs)
+        rhythm_conf = round(float(a.layout.rhythm.confidence * share * trace.continuity), 3)
+    low = [lead for lead, c in confidence.items() if c < 0.5]
+    if low:
+        warnings.append(f"low confidence for {', '.join(low)}")
+    return _PageSignals(signals, rhythm, windows, confidence, rhythm_conf, x0, pps, warnings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Time axis
+# --------------------------------------------------------------------------------------------------
+
+
+def _time_calibration(a, fine: _Fine, traces: dict[tuple[int, int], _Trace]) -> tuple[float, float, list[str]]:
+    """(x of t = 0, px per s, warnings), working px, from sub-pixel landmarks of the printed time axis.
+
+    Every row starts at t = 0 and ends at t = 10 s; separators sit at the panel boundaries. Where a
+    trace starts and stops is blurred by the line's round caps and anti-aliasing, but equally at both
+    ends, so the midpoint of the median row start and end marks t = 5 s without bias, while their
+    distance gives the scale to within a fraction of a pixel over 10 s. Landmarks: that midpoint and
+    every matched separator's centre (t = k * panel seconds); x = x0 + pps * t is fitted by least
+    squares when the landmarks span time (3x4: separators at 2.5, 5, 7.5 s), else (6x2: everything
+    at 5 s) pps comes from the trace extent. A trace extent that disagrees with the layout's time
+    scale by more than 2 % (a row that stops early) is not used.
+    """
+    design = a.design
+    columns = len(design.lead_rows[0])
+    starts = [t.start for (r, c), t in traces.items() if c == 0 and t.start is not None]
+    ends = [t.end for (r, c), t in traces.items()
+            if (c == columns - 1 or r == len(design.lead_rows)) and t.end is not None]
+    warnings: list[str] = []
+    points = [(k * design.seconds, x) for k, x in enumerate(_separator_centres(a, fine), 1) if x is not None]
+    extent_pps = None
+    if starts and ends:
+        x_start, x_end = float(np.median(starts)), float(np.median(ends))
+        extent_pps = (x_end - x_start) / RECORD_SECONDS
+        if abs(extent_pps / a.pps - 1.0) <= 0.02:
+            points.append((RECORD_SECONDS / 2.0, (x_start + x_end) / 2.0))
+        else:
+            warnings.append("the traces do not span 10 s at the printed time scale; time axis from the separators")
+            extent_pps = None
+    if not points:
+        return a.x0, a.pps, warnings + ["no time landmarks found; time axis from the layout"]
+    t = np.array([p[0] for p in points])
+    x = np.array([p[1] for p in points])
+    if np.ptp(t) > 0:
+        pps, x0 = np.polyfit(t, x, 1)
+        return float(x0), float(pps), warnings
+    pps = extent_pps if extent_pps is not None else a.pps
+    return float(np.mean(x - pps * t)), float(pps), warnings
+
+
+def _separator_centres(a, fine: _Fine) -> list[float | None]:
+    """Sub-pixel centre (working px) of the separator at each inner panel boundary, or None.
+
+    The darkness of the page columns around a separator (at the page's own resolution), median over
+    its rows (so trace crossings do not count), weighted centroid.
+    """
+    f = fine.factor
+    out: list[float | None] = []
+    for k in range(1, len(a.bounds) - 1):
+        near = [s for s in a.separators if abs(s[0] - a.bounds[k]) <= 1.5 * a.ppm]
+        if not near:
+            out.append(None)
+            continue
+        x, half, top, bottom = min(near, key=lambda s: abs(s[0] - a.bounds[k]))
+        c0 = max(0, int((x - half - 2) * f))
+        c1 = min(fine.flat.shape[1], int(math.ceil((x + half + 2) * f)))
+        dark = 255.0 - fine.flat[int(top * f) : int(bottom * f), c0:c1].astype(np.float32)
+        profile = np.median(dark, axis=0)
+        profile = np.clip(profile - np.median(profile[[0, -1]]), 0, None)
+        total = float(profile.sum())
+        out.append((c0 + 0.5 + float((np.arange(c1 - c0) * profile).sum()) / total) / f if total > 0 else x)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Traces
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Trace:
+    """Sub-pixel trace samples of one panel, working px: x (continuous, increasing), y, row baseline.
+
+    start, end: x where the centre line starts and ends (ink extent less half the line width; None
+    without ink). continuity: 1 - 5 x the share of the path's steps that jumped over a gap (0..1).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    baseline: float
+    start: float | None
+    end: float | None
+    continuity: float
+
+
+@dataclass(frozen=True)
+class _Fine:
+    """The page at its own resolution: flat (H, W) uint8 background-flattened (paper ~255), and
+    factor = page px per working px (1 when the page is already at the working scale)."""
+
+    flat: np.ndarray
+    factor: int
+
+
+def _read_panel(a, ink, fine: _Fine, row: int, x_left: float, x_right: float) -> _Trace:
+    """The trace of trace-row ``row`` between working x ``x_left`` and ``x_right`` (working px out).
+
+    The trace ink is separated at the working scale (``_panel_window``), then read at the page's own
+    resolution: page ink inside the cleaned working mask (grown by one working pixel), so a
+    2213 px wide photo is read at 8 px/mm and 200 px/s rather than 4 and 100.
+    """
+    mask, _, (oy, ox) = _panel_window(a, ink, row, x_left, x_right)
+    f = fine.factor
+    if f > 1:
+        grown = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        grown = np.repeat(np.repeat(grown, f, axis=0), f, axis=1)
+        flat = fine.flat[oy * f : oy * f + grown.shape[0], ox * f : ox * f + grown.shape[1]]
+        grown = grown[: flat.shape[0], : flat.shape[1]]
+        mask = ((flat < _layout._INK_LEVEL) & (grown > 0)).view(np.uint8)
+    else:
+        flat = fine.flat[oy : oy + mask.shape[0], ox : ox + mask.shape[1]]
+    base = a.rows[row].baseline * f
+    runs = [_merge_runs(col, _MERGE_GAP_PX * f) for col in _layout._column_runs(mask)]
+    path, jumps = _cheapest_path(runs, base - oy * f, _MAX_JUMP_MM * a.ppm * f)
+    limits = _shared_limits(a, row, oy, f, mask.shape[0])
+    crossing = _crossing_columns(path, limits)
+    path, merged = _clip_shared(path, limits, mask.shape[0])
+    xs, ys, start, end = _column_values(path, flat)
+    inked = max(1, sum(1 for r in path if r is not None))
+    # Continuity: jumps over gaps, columns where this row's ink merges with a neighbour's, and
+    # columns where its waves run past half-way to a neighbouring row (where the two rows' waves
+    # may cross and be taken for each other).
+    continuity = 1.0 - min(1.0, (jumps * f + merged + crossing) / inked * 5.0)
+    return _Trace((xs / f) + ox, (ys / f) + oy, a.rows[row].baseline,
+                  None if start is None else start / f + ox, None if end is None else end / f + ox,
+                  continuity)
+
+
+def _shared_limits(a, row: int, oy: int, f: int, height: int):
+    """For the rows above and below (None without one): (half-way line, edge of the neighbour's own
+    trace band: 2 mm from its baseline, or the window edge when that is nearer), page px relative to
+    the window top (oy working px; the window is ``height`` page px high)."""
+    baselines = [r.baseline for r in a.rows]
+    b = baselines[row]
+    out = []
+    for k, sign in ((row - 1, 1.0), (row + 1, -1.0)):
+        if 0 <= k < len(baselines):
+            half = (b + baselines[k]) / 2.0
+            near = (baselines[k] + sign * 2.0 * a.ppm - oy) * f
+            near = max(near, 1.0) if sign > 0 else min(near, height - 1.0)
+            out.append(((half - oy) * f, near))
+        else:
+            out.append(None)
+    return out[0], out[1]
+
+
+def _crossing_columns(path: list[tuple[int, int] | None], limits) -> int:
+    """Number of columns whose run reaches past the half-way line to a neighbouring row."""
+    up, down = limits
+    runs = np.array([r for r in path if r is not None], float).reshape(-1, 2)
+    crossing = np.zeros(len(runs), bool)
+    if up is not None:
+        crossing |= runs[:, 0] < up[0]
+    if down is not None:
+        crossing |= runs[:, 1] > down[0]
+    return int(crossing.sum())
+
+
+def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tuple[list[tuple[int, int] | None], int]:
+    """Cut runs that run on into a neighbouring row's trace back to the half-way line between the rows.
+
+    A run that reaches the band of the neighbour's own trace (2 mm around its baseline) is this
+    row's wave merged with the neighbour's ink (a tall R of one row printed over the next row): the
+    part beyond half-way cannot be told apart, so it is not read, on any resolution alike. Returns
+    (path, number of columns cut).
+    """
+    up, down = limits
+    out: list[tuple[int, int] | None] = []
+    cut = 0
+    # Only runs past a half-way line can need cutting; the rest pass unchanged (fast path).
+    top = -math.inf if up is None else up[0]
+    bottom = math.inf if down is None else down[0]
+    for run in path:
+        if run is None or (run[0] >= top and run[1] <= bottom):
+            out.append(run)
+            continue
+        r0, r1 = run
+        if up is not None and r0 <= up[1] and r1 > up[0]:
+            r0 = int(math.floor(up[0]))
+        if down is not None and r1 >= down[1] and r0 < down[0]:
+            r1 = int(math.ceil(down[0]))
+        r0, r1 = max(0, min(r0, height - 1)), min(height, max(r1, r0 + 1))
+        if (r0, r1) != run:
+            cut += 1
+        out.append((r0, max(r1, r0 + 1)))
+    return out, cut
+
+
+def _merge_runs(runs: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Join ink runs of one column separated by at most ``gap`` px: a steep thin stroke drawn along
+    a column boundary is only partly dark in each column and breaks up at the ink threshold."""
+    merged: list[tuple[int, int]] = []
+    for r0, r1 in runs:
+        if merged and r0 - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], r1)
+        else:
+            merged.append((r0, r1))
+    return merged
+
+
+def _panel_window(a, ink, row: int, x_left: float, x_right: float):
+    """(mask, flat, (y0, x0)): the cleaned 0/1 trace ink of one panel and the flattened page under it.
+
+    As ``layout._panel_mask`` but taller (+/- _WINDOW_HALF_MM, at most half-way to the neighbouring
+    rows) and without blanking the panel ends: separator columns are erased and bridged instead.
+    """
+    height, width = a.work.ink.shape
+    base = a.rows[row].baseline
+    baselines = [r.baseline for r in a.rows]
+    # Tall waves reach into the neighbouring rows (6x2 rows are 21.7 mm apart): the window is not
+    # cut half-way to them; which ink is this row's is decided by continuity (_cheapest_path).
+    top, bottom = a.text_limits
+    sy0 = max(0, top, int(base - _WINDOW_HALF_MM * a.ppm))
+    sy1 = min(height, bottom, int(math.ceil(base + _WINDOW_HALF_MM * a.ppm)))
+    sx0 = max(0, int(math.floor(x_left)))
+    sx1 = min(width, max(sx0 + 1, int(math.ceil(x_right))))
+    labels = np.zeros((sy1 - sy0, sx1 - sx0), np.int32)
+    oy, ox = ink.origin
+    lh, lw = ink.labels.shape
+    cy0, cy1 = max(oy, sy0), min(oy + lh, sy1)
+    cx0, cx1 = max(ox, sx0), min(ox + lw, sx1)
+    if cy1 > cy0 and cx1 > cx0:
+        labels[cy0 - sy0 : cy1 - sy0, cx0 - sx0 : cx1 - sx0] = ink.labels[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+    home = (ink.home == row).view(np.uint8)
+    home[0] = 0
+    tight0 = int(base - 2 * a.ppm) - sy0
+    tight1 = int(math.ceil(base + 2 * a.ppm)) - sy0
+    crossing = np.zeros(len(ink.home), np.uint8)
+    crossing[labels[max(0, tight0) : max(0, tight1)].ravel()] = 1
+    crossing[0] = 0
+    core0, core1 = _layout._row_limits(baselines, row, _layout._CORE_HALF_MM * a.ppm, height)
+    window = _layout._row_ink(home[labels], (home | crossing)[labels], (core0 - sy0, core1 - sy0),
+                              (tight0, tight1))
+    carry = set()
+    for c0, c1, r0, r1 in ink.erased:
+        if r0 < sy1 and r1 > sy0:
+            carry.update(c - sx0 for c in range(c0, c1) if sx0 <= c < sx1)
+    _layout._clean_label_area(window, base - sy0, a.ppm, carry)
+    _layout._bridge(window, carry)
+    flat = a.work.flat[sy0:sy1, sx0:sx1]
+    return window, flat, (sy0, sx0)
+
+
+def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: float):
+    """One run per column (None where a column has no ink): the cheapest left-to-right path.
+
+    Step cost between runs of consecutive inked columns: their vertical gap (0 when they touch),
+    +1000 beyond ``max_jump``, + 1 % of the centre shift (``layout._step_cost``). The path may start
+    anywhere; starting far from the baseline costs 2 % of the distance (prefers the row's own trace
+    over stray ink). Returns (path, number of steps that jumped a gap > 1 px).
+    """
+    cols = [c for c in range(len(runs)) if runs[c]]
+    path: list[tuple[int, int] | None] = [None] * len(runs)
+    if not cols:
+        return path, 0
+    costs = [0.02 * abs((r0 + r1) / 2.0 - base) for r0, r1 in runs[cols[0]]]
+    back: list[list[int]] = []
+    prev = runs[cols[0]]
+    for c in cols[1:]:
+        current = runs[c]
+        if len(current) == 1 and len(prev) == 1:
+            # One run here and one before: every path passes both, so costs restart from 0 (only
+            # differences between states matter). Most columns of a clean trace are like this.
+            back.append([0])
+            costs, prev = [0.0], current
+            continue
+        new_costs, choice = [], []
+        for run in current:
+            steps = [costs[i] + _layout._step_cost(p, run, max_jump) for i, p in enumerate(prev)]
+            best = min(range(len(steps)), key=steps.__getitem__)
+            new_costs.append(steps[best])
+            choice.append(best)
+        back.append(choice)
+        costs, prev = new_costs, current
+    index = int(np.argmin(costs))
+    jumps = 0
+    for k in range(len(cols) - 1, -1, -1):
+        run = runs[cols[k]][index]
+        path[cols[k]] = run
+        if k > 0:
+            index = back[k - 1][index]
+            p = runs[cols[k - 1]][index]
+            if max(0, p[0] - run[1], run[0] - p[1]) > 1:
+                jumps += 1
+    return path, jumps
+
+
+@dataclass
+class _Column:
+    """One inked column: centre-line extremes lo (top) .. hi (bottom) and darkness-weighted centre (px)."""
+
+    x: int
+    lo: float
+    hi: float
+    centre: float
+
+    @property
+    def tall(self) -> bool:
+        return self.hi - self.lo >= 1.0
+
+
+def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
+    """Sub-pixel trace samples (x, y) in window px from one ink run per column, plus the x where the
+    centre line starts and ends (None without ink).
+
+    Darkness per pixel = (255 - flat) / (255 - ink level), clipped to 0..1, so anti-aliased edge
+    pixels count partly; a run's ends are refined by the darkness of its end pixels and of the pixels
+    just outside. The line width (a low percentile of the columns' total darkness) is removed from
+    every run: its centre line spans [top + width/2, bottom - width/2]. Samples: one per column
+    (``_column_samples``: the darkness-weighted centre, or the extreme at a peak or trough), steep
+    strokes re-read per row (``_steep_strokes``).
+    """
+    cols = [c for c, r in enumerate(path) if r is not None]
+    if not cols:
+        return np.zeros(0), np.zeros(0), None, None
+    inked = flat[flat < _layout._INK_LEVEL]
+    ink_level = float(np.percentile(inked, 5)) if inked.size else 0.0
+    dark = np.clip((255.0 - flat.astype(np.float32)) / max(1.0, 255.0 - ink_level), 0.0, 1.0)
+    h = flat.shape[0]
+    c_idx = np.array(cols)
+    r0 = np.array([path[c][0] for c in cols])
+    r1 = np.array([path[c][1] for c in cols])
+    # Darkness with a zero row above and below, and its running sums down each column, so a run's
+    # total darkness and centre are differences of two cumulative sums (vectorised over columns).
+    padded = np.zeros((h + 2, dark.shape[1]), np.float32)
+    padded[1:-1] = dark
+    sums = np.concatenate([np.zeros((1, dark.shape[1]), np.float32), np.cumsum(padded, axis=0)])
+    rows = np.arange(-1, h + 1, dtype=np.float32)[:, None]
+    moments = np.concatenate([np.zeros((1, dark.shape[1]), np.float32), np.cumsum(padded * rows, axis=0)])
+    tops = r0 + (1.0 - padded[r0 + 1, c_idx]) - padded[r0, c_idx]
+    bottoms = r1 - (1.0 - padded[r1, c_idx]) + padded[r1 + 1, c_idx]
+    lo, hi = r0 - 1, r1 + 1  # rows [lo, hi) around the run: padded rows lo + 1 .. hi
+    mass = sums[hi + 1, c_idx] - sums[lo + 1, c_idx]
+    moment = moments[hi + 1, c_idx] - moments[lo + 1, c_idx]
+    centres = np.where(mass > 0, moment / np.maximum(mass, 1e-9) + 0.5, (r0 + r1) / 2.0)
+    # Line width: the darkness of a column crossed by a flat part of the line (1 = one dark pixel);
+    # steep parts and noise make columns darker, never lighter, so a low percentile.
+    width = float(np.percentile(mass, 20)) if len(mass) >= 5 else float(np.median(mass))
+    width = max(width, 0.5)
+    columns = [_Column(c, t + width / 2.0, b - width / 2.0, m)
+               for c, t, b, m in zip(cols, tops, bottoms, centres, strict=True)]
+    xs = np.array([c.x + 0.5 for c in columns])
+    ys, extreme = _column_samples(columns)
+    xs, ys = _steep_strokes(columns, extreme, xs, ys, path, dark, width)
+    # Ends of the line: the first/last inked column and the faint column beyond it (anti-aliased,
+    # not dark enough to count as ink) count by their share of a full column (the line width), which
+    # gives the end of an equivalent square-ended line; a round cap of radius width/2 holds
+    # pi/8 * width^2 of ink, so the centre line ends pi/8 * width further in.
+    cap = math.pi / 8.0 * width
+    start = cols[0] + 1.0 - min(1.0, mass[0] / width) - min(1.0, _beyond(dark, path[cols[0]], cols[0] - 1) / width)
+    end = cols[-1] + min(1.0, mass[-1] / width) + min(1.0, _beyond(dark, path[cols[-1]], cols[-1] + 1) / width)
+    return xs, ys, start + cap, end - cap
+
+
+def _beyond(dark: np.ndarray, run: tuple[int, int], c: int) -> float:
+    """Darkness of column c over the rows of ``run`` +/- 1 (0 outside the window)."""
+    if not 0 <= c < dark.shape[1]:
+        return 0.0
+    return float(dark[max(0, run[0] - 1) : run[1] + 1, c].sum())
+
+
+def _column_samples(columns: list[_Column]) -> np.ndarray:
+    """y of the trace at the centre of every inked column (window px).
+
+    Mostly the darkness-weighted centre of the column's run: where a flat part, or a steep stroke,
+    crosses the middle of the column. But the trace must reach the top of a run that sticks out
+    above its neighbours (a peak) and the bottom of one that sticks out below (a trough): those
+    columns give their top / bottom, so R and S waves keep their height. A peak is a group of
+    consecutive tall columns whose tops agree within 0.5 px (a flat-topped or two-column peak) and
+    lie above the tops of the columns on both sides; a stroke straddling two columns (equal tops,
+    but a higher column on one side) is no peak. A column that is both (a whole spike in one
+    column) gives the extreme farther from its neighbours' centres.
+    """
+    n = len(columns)
+    lo = np.array([c.lo for c in columns])
+    hi = np.array([c.hi for c in columns])
+    centre = np.array([c.centre for c in columns])
+    x = np.array([c.x for c in columns])
+    tall = (hi - lo) >= 1.0
+    peak = _single_extreme(_extreme_groups(lo, x, tall), lo, x)
+    trough = _single_extreme(_extreme_groups(-hi, x, tall), -hi, x)
+    ys = centre.copy()
+    for k in range(n):
+        if peak[k] and trough[k]:
+            near = [centre[j] for j in (k - 1, k + 1) if 0 <= j < n and abs(x[j] - x[k]) == 1]
+            around = float(np.mean(near)) if near else centre[k]
+            ys[k] = lo[k] if around - lo[k] >= hi[k] - around else hi[k]
+        elif peak[k]:
+            ys[k] = lo[k]
+        elif trough[k]:
+            ys[k] = hi[k]
+    return ys, peak | trough
+
+
+def _single_extreme(flags: np.ndarray, level: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Keep one column per run of consecutive flagged columns: the one with the smallest level
+    (the middle one of ties). A sharp peak drawn with a line of width w has a flat top w wide;
+    giving every column of it the peak height would widen the peak, its flanks are read as strokes."""
+    out = np.zeros_like(flags)
+    k, n = 0, len(flags)
+    while k < n:
+        if not flags[k]:
+            k += 1
+            continue
+        j = k
+        while j + 1 < n and flags[j + 1] and x[j + 1] == x[j] + 1:
+            j += 1
+        best = np.flatnonzero(level[k : j + 1] <= level[k : j + 1].min() + 0.25)
+        out[k + int(best[len(best) // 2])] = True
+        k = j + 1
+    return out
+
+
+def _steep_strokes(columns: list[_Column], extreme: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                   path: list[tuple[int, int] | None], dark: np.ndarray, width: float):
+    """Read steep strokes row by row instead of column by column; returns (x, y) sorted by x.
+
+    A line of width w drawn steeply darkens every column within w/2 of it over the stroke's whole
+    height, so a column's centre puts the stroke up to w/2 too early on its way up and too late on
+    its way down: QRS complexes come out wider by about w (~10 ms at 200 dpi). Along a stroke
+    (consecutive tall columns that are no peak or trough) each row is crossed once, by a short run
+    of ink whose darkness-weighted centre is the stroke's x there. Rows whose ink in the stroke's
+    columns (plus one on each side) is not one run of at most 2 w + 2 px (a flat part, or two
+    strokes) give no sample; a stroke with fewer than two row samples keeps its column samples.
+    """
+    steep = np.array([c.tall for c in columns]) & ~extreme
+    if not steep.any():
+        return xs, ys
+    keep = np.ones(len(columns), bool)
+    new_x: list[float] = []
+    new_y: list[float] = []
+    limit = 2.0 * width + 2.0
+    n = len(columns)
+    k = 0
+    while k < n:
+        if not steep[k]:
+            k += 1
+            continue
+        j = k
+        while j + 1 < n and steep[j + 1] and columns[j + 1].x == columns[j].x + 1:
+            j += 1
+        c0, c1 = max(0, columns[k].x - 1), min(len(path), columns[j].x + 2)
+        r0 = int(math.ceil(min(c.lo for c in columns[k : j + 1])))
+        r1 = int(math.floor(max(c.hi for c in columns[k : j + 1]))) + 1
+        if r1 - r0 < limit:  # hardly steeper than the line is wide: the column samples do
+            k = j + 1
+            continue
+        block = np.zeros((max(0, r1 - r0), c1 - c0), np.float32)
+        for c in range(c0, c1):
+            run = path[c]
+            if run is not None and run[1] > r0 and run[0] < r1:
+                a, b = max(run[0], r0), min(run[1], r1)
+                block[a - r0 : b - r0, c - c0] = dark[a:b, c]
+        inked = block > 0.2
+        count = inked.sum(axis=1)
+        first = np.argmax(inked, axis=1)
+        last = block.shape[1] - 1 - np.argmax(inked[:, ::-1], axis=1)
+        # One run per row (no gaps), short enough to be a stroke crossing, not a flat part.
+        ok = (count > 0) & (count == last - first + 1) & (count <= limit)
+        weights = np.where(inked, block, 0.0)
+        total = weights.sum(axis=1)
+        ok &= total > 0
+        centre = (weights * np.arange(block.shape[1])).sum(axis=1)[ok] / total[ok]
+        row_x = list(c0 + 0.5 + centre)
+        row_y = list(r0 + 0.5 + np.flatnonzero(ok))
+        if len(row_x) >= 2:
+            keep[k : j + 1] = False
+            new_x += row_x
+            new_y += row_y
+        k = j + 1
+    all_x = np.concatenate([xs[keep], np.array(new_x)])
+    all_y = np.concatenate([ys[keep], np.array(new_y)])
+    order = np.argsort(all_x, kind="stable")
+    return all_x[order], all_y[order]
+
+
+def _extreme_groups(level: np.ndarray, x: np.ndarray, tall: np.ndarray, margin: float = 0.5,
+                    reach: int = 2) -> np.ndarray:
+    """(n,) bool: tall columns at a local minimum of ``level`` (the top of a peak when level = run
+    top; pass -bottom for troughs).
+
+    A column qualifies when its level is within ``margin`` px of the smallest level of the inked
+    columns within ``reach`` columns, and the level rises by more than ``margin`` within 3 x reach
+    columns on both sides (one side may be missing at a panel end). A stroke straddling two columns
+    has equal tops there but a higher column next to them, so it is no peak; a rounded peak several
+    columns wide is one.
+    """
+    n = len(level)
+    near_min = level.astype(float).copy()
+    has_left, has_right = np.zeros(n, bool), np.zeros(n, bool)
+    rises_left, rises_right = np.zeros(n, bool), np.zeros(n, bool)
+    # x is increasing, so the columns within d columns of x[k] are among the d nearest indices.
+    for d in range(1, 3 * reach + 1):
+        for sign in (-1, 1):
+            index = np.arange(n) + sign * d
+            valid = (index >= 0) & (index < n)
+            other = np.where(valid, index, 0)
+            distance = np.abs(x[other] - x)
+            near = valid & (distance <= reach)
+            far = valid & (distance <= 3 * reach)
+            near_min = np.where(near, np.minimum(near_min, level[other]), near_min)
+            higher = far & (level[other] > level + margin)
+            if sign < 0:
+                has_left |= far
+                rises_left |= higher
+            else:
+                has_right |= far
+                rises_right |= higher
+    at_minimum = level <= near_min + margin
+    sides_ok = (~has_left | rises_left) & (~has_right | rises_right) & (has_left | has_right)
+    return tall & at_minimum & sides_ok
+
+
+def _resample(trace: _Trace, x0: float, pps: float, px_per_mv: float, t0: float, t1: float,
+              fs: float) -> tuple[np.ndarray, float]:
+    """Values (mV) of a panel's trace on the sample times of [t0, t1) at fs, and the share covered.
+
+    t = (x - x0) / pps, mV = (baseline - y) / px_per_mv. Gaps up to _MAX_GAP_S are interpolated;
+    up to _MAX_GAP_S before the first / after the last trace sample the end value is held (panel
+    ends hidden under separators); the rest is NaN.
+    """
+    i0, i1 = int(round(t0 * fs)), int(round(t1 * fs))
+    t = np.arange(i0, i1) / fs
+    out = np.full(len(t), np.nan)
+    if len(trace.x) < 2:
+        return out, 0.0
+    tx = (trace.x - x0) / pps
+    mv = (trace.baseline - trace.y) / px_per_mv
+    values = np.interp(t, tx, mv)
+    after = np.clip(np.searchsorted(tx, t), 1, len(tx) - 1)
+    gap = tx[after] - tx[after - 1]
+    inside = (t >= tx[0]) & (t <= tx[-1])
+    keep = (inside & (gap <= _MAX_GAP_S)) | ((t < tx[0]) & (tx[0] - t <= _MAX_GAP_S)) | (
+        (t > tx[-1]) & (t - tx[-1] <= _MAX_GAP_S))
+    out[keep] = values[keep]
+    return out, float(keep.mean())

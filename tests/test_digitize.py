@@ -1,0 +1,273 @@
+"""Tests of ecgdx.digitize: round trips through rendered pages, real pages, outputs, bad inputs.
+
+Rendered pages (ecgdx.render) give the exact truth. The real-data tests read ECGDX_DATA_DIR
+(default <repo>/../shared/data) and are skipped only when that folder is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ecgdx.cli import main
+from ecgdx.digitize import DigitizedECG, digitize, estimate_skew
+from ecgdx.errors import InvalidImageError, NotAnEcgError
+from ecgdx.labels import LEADS
+from ecgdx.render import Distortions, printer_filter, render_page
+
+DATA_DIR = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
+FS = 500.0
+HEADER = ["time", "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def snr_db(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """Challenge-2024 SNR after vertical offset alignment (NaN in the estimate counts as 0)."""
+    y = np.nan_to_num(estimate, nan=0.0)
+    y = y + np.mean(truth - y)
+    return float(10 * np.log10(np.sum(truth**2) / np.sum((y - truth) ** 2)))
+
+
+def synthetic_ecg(seed: int) -> np.ndarray:
+    """(12, 5000) mV: a smooth, band-limited 12-lead-like record with distinct leads (no neurokit2).
+
+    A beat template of P, QRS and T Gaussians repeated at ~75 bpm, its waves scaled differently per
+    lead (so that leads are told apart), plus a little band-limited noise.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(5000) / FS
+    beats = np.arange(0.35, 10.0, 60 / rng.uniform(65, 85))
+    out = np.zeros((12, len(t)))
+    for i in range(12):
+        p, r, s, tw = rng.uniform(0.05, 0.2), rng.uniform(-1.0, 1.6), rng.uniform(-0.6, 0.0), rng.uniform(-0.2, 0.5)
+        for b in beats:
+            out[i] += p * np.exp(-0.5 * ((t - b + 0.16) / 0.025) ** 2)
+            out[i] += r * np.exp(-0.5 * ((t - b) / 0.012) ** 2) + s * np.exp(-0.5 * ((t - b - 0.03) / 0.01) ** 2)
+            out[i] += tw * np.exp(-0.5 * ((t - b - 0.28) / 0.05) ** 2)
+    out += printer_filter(rng.normal(0, 0.01, out.shape), FS, high_hz=30)
+    return printer_filter(out, FS, high_hz=40)
+
+
+@functools.lru_cache(maxsize=8)
+def _round_trip(layout: str, rhythm: bool = True, distorted: bool = False, grid: bool | None = None):
+    signals = synthetic_ecg(11)
+    distortions = Distortions(rotation_deg=1.5, blur_sigma=0.7, noise_sigma=5, jpeg_quality=50, lighting=0.2) \
+        if distorted else None
+    page = render_page(signals, FS, layout=layout, seed=4, rhythm=rhythm, grid=grid, distortions=distortions)
+    ok, encoded = cv2.imencode(".png", page.image)
+    return page, digitize(encoded.tobytes())
+
+
+@pytest.mark.parametrize("layout", ["3x4", "6x2"])
+def test_round_trip_snr_per_lead(layout):
+    page, result = _round_trip(layout)
+    values = []
+    for i, lead in enumerate(LEADS):
+        m = page.leads[lead]
+        i0, i1 = int(m.t0 * FS), int(m.t1 * FS)
+        value = snr_db(page.signals[i, i0:i1], result.signals[i, i0:i1])
+        assert value > 12.0, f"{lead}: {value:.1f} dB"
+        values.append(value)
+    assert np.mean(values) > 18.0
+    assert snr_db(page.signals[1], result.rhythm) > 20.0
+
+
+@pytest.mark.parametrize("layout", ["3x4", "6x2"])
+def test_round_trip_scales_windows_and_lead_order(layout):
+    page, result = _round_trip(layout)
+    assert isinstance(result, DigitizedECG) and result.fs == FS and result.signals.shape == (12, 5000)
+    assert result.px_per_mm == pytest.approx(page.px_per_mm, rel=0.02)
+    assert result.px_per_s == pytest.approx(page.leads["I"].px_per_s, rel=0.02)
+    if layout == "3x4":
+        assert result.grid_px_per_mm == pytest.approx(page.px_per_mm, rel=0.02)
+        assert result.template == "3x4_grid"
+    else:
+        assert result.grid_px_per_mm is None and result.template == "6x2_nogrid"
+    t = result.time
+    for i, lead in enumerate(LEADS):
+        m = page.leads[lead]
+        assert result.windows[lead] == (m.t0, m.t1)
+        inside = (t >= m.t0) & (t < m.t1)
+        assert np.isfinite(result.signals[i, inside]).all(), lead
+        assert np.isnan(result.signals[i, ~inside]).all(), lead
+        # Lead order: every digitised lead matches its own true lead best.
+        x = result.signals[i, inside]
+        corr = [np.corrcoef(x, page.signals[j, inside])[0, 1] for j in range(12)]
+        assert int(np.argmax(corr)) == i, (lead, np.round(corr, 2))
+        assert result.confidence[lead] > 0.8
+
+
+def test_6x2_page_without_rhythm_strip():
+    page, result = _round_trip("6x2", rhythm=False, grid=True)
+    assert result.template == "6x2_grid" and result.rhythm is None and result.rhythm_csv_text() is None
+    m = page.leads["V5"]
+    i0, i1 = int(m.t0 * FS), int(m.t1 * FS)
+    assert snr_db(page.signals[LEADS.index("V5"), i0:i1], result.lead("V5")[i0:i1]) > 12
+
+
+def test_mild_distortions_and_deskew():
+    page, result = _round_trip("3x4", distorted=True)
+    assert result.rotation_deg == pytest.approx(1.5, abs=0.3)
+    values = []
+    for i, lead in enumerate(LEADS):
+        m = page.leads[lead]
+        i0, i1 = int(m.t0 * FS), int(m.t1 * FS)
+        values.append(snr_db(page.signals[i, i0:i1], result.signals[i, i0:i1]))
+    assert np.mean(values) > 10.0 and min(values) > 5.0
+
+
+def test_estimate_skew_of_a_rotated_page():
+    page = render_page(synthetic_ecg(3), FS, layout="6x2", distortions=Distortions(rotation_deg=-2.0))
+    assert estimate_skew(cv2.cvtColor(page.image, cv2.COLOR_BGR2GRAY)) == pytest.approx(-2.0, abs=0.15)
+
+
+def test_csv_and_wfdb_outputs(tmp_path):
+    _, result = _round_trip("6x2")
+    written = result.save(tmp_path / "csv", "csv", name="page")
+    assert {p.name for p in written} == {"leads.csv", "rhythm_II.csv", "page.meta.json"}
+    rows = list(csv.reader(io.StringIO((tmp_path / "csv" / "leads.csv").read_text())))
+    assert rows[0] == HEADER
+    assert len(rows) == 5001 and rows[1][0] == "0.0000" and rows[2][0] == "0.0020"
+    first = dict(zip(HEADER, rows[1], strict=True))
+    assert first["I"] != "" and first["V1"] == ""  # 6x2: V1 is printed from 5 s on
+    rhythm = list(csv.reader(io.StringIO((tmp_path / "csv" / "rhythm_II.csv").read_text())))
+    assert rhythm[0] == ["time", "II"] and len(rhythm) == 5001 and rhythm[-1][1] != ""
+    wfdb = pytest.importorskip("wfdb")
+    result.save(tmp_path / "wfdb", "wfdb", name="page")
+    record = wfdb.rdrecord(str(tmp_path / "wfdb" / "page"))
+    assert record.sig_name == list(LEADS) and record.fs == FS and record.units == ["mV"] * 12
+    assert np.allclose(record.p_signal[:, 0], result.signals[0], atol=1e-3, equal_nan=True)
+    strip = wfdb.rdrecord(str(tmp_path / "wfdb" / "page_rhythm"))
+    assert strip.sig_name == ["II"]
+
+
+def test_digitize_cli(tmp_path, capsys):
+    page, _ = _round_trip("3x4")
+    image = tmp_path / "page one.png"
+    cv2.imwrite(str(image), page.image)
+    assert main(["digitize", str(image), "--out", str(tmp_path / "out"), "--format", "json"]) == 0
+    assert (tmp_path / "out" / "page_one.json").is_file() and (tmp_path / "out" / "page_one.meta.json").is_file()
+    assert "3x4_grid" in capsys.readouterr().out
+    assert main(["digitize", str(image), "--out", str(tmp_path / "csv")]) == 0
+    assert (tmp_path / "csv" / "leads.csv").read_text().splitlines()[0] == ",".join(HEADER)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(InvalidImageError, match="not a supported image type"):
+        digitize(b"this is not a picture at all")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InvalidImageError, match="empty"):
+        digitize(tmp_path / "empty.png")
+    blank = np.full((786, 1106), 250, np.uint8)
+    with pytest.raises(NotAnEcgError, match="calibration pulses"):
+        digitize(blank)
+    noise = np.random.default_rng(0).integers(0, 255, (786, 1106), dtype=np.uint8)
+    with pytest.raises(NotAnEcgError):
+        digitize(noise)
+    with pytest.raises(ValueError, match="fs"):
+        digitize(blank, fs=10)
+    assert main(["digitize", str(tmp_path / "empty.png"), "--out", str(tmp_path / "x")]) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Real pages
+# --------------------------------------------------------------------------------------------------
+
+
+def _fullres_pairs() -> list[tuple[Path, Path, str]]:
+    if not FULLRES_DIR.is_dir():
+        pytest.skip(f"data folder {FULLRES_DIR} not found (set ECGDX_DATA_DIR)")
+    with open(FULLRES_DIR / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [(FULLRES_DIR / r["file"], DATA_DIR / r["same_ecg_as"], r["template"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def twins():
+    """Digitised full-resolution colour JPEGs and their 50 % grayscale PNG twins (same ECGs)."""
+    return [(jpg.name, template, digitize(jpg), digitize(png)) for jpg, png, template in _fullres_pairs()]
+
+
+def test_fullres_jpeg_and_png_twin_agree(twins):
+    """Per lead correlation > 0.9 wherever the digitiser is confident of both versions; most leads are."""
+    checked = 0
+    for name, template, full, half in twins:
+        assert full.template.split("_")[0] == half.template.split("_")[0] == template.split("_")[0], name
+        assert full.px_per_mm == pytest.approx(2 * half.px_per_mm, rel=0.02), name
+        for i, lead in enumerate(LEADS):
+            x, y = full.signals[i], half.signals[i]
+            ok = np.isfinite(x) & np.isfinite(y)
+            if min(full.confidence[lead], half.confidence[lead]) < 0.9:
+                continue
+            assert ok.mean() > 0.2, (name, lead)
+            swing = np.percentile(y[ok], 98) - np.percentile(y[ok], 2)
+            if swing < 0.2:  # a nearly flat lead: its wiggles are noise, correlation means little
+                continue
+            checked += 1
+            corr = _best_correlation(x, y)
+            assert corr > 0.9, (name, lead, round(corr, 3))
+        assert _best_correlation(full.rhythm, half.rhythm) > 0.9, name
+    assert checked >= 0.7 * 12 * len(twins)  # most leads are confident and not flat
+
+
+def _best_correlation(x: np.ndarray, y: np.ndarray, max_lag: int = 2) -> float:
+    """Highest correlation of x and y shifted by up to max_lag samples (4 ms at 500 Hz): one pixel
+    of the 50 % PNG is 10 ms, so the two versions may place a sharp spike a few ms apart."""
+    best = -1.0
+    for lag in range(-max_lag, max_lag + 1):
+        a, b = (x[lag:], y[: len(y) - lag]) if lag >= 0 else (x[:lag], y[-lag:])
+        ok = np.isfinite(a) & np.isfinite(b)
+        best = max(best, float(np.corrcoef(a[ok], b[ok])[0, 1]))
+    return best
+
+
+def test_heart_rate_from_the_rhythm_strip_is_plausible(twins):
+    pytest.importorskip("neurokit2")
+    from ecgdx.measure import measure
+
+    for name, _, full, half in twins:
+        rates = [measure(d, d.fs).heart_rate_bpm for d in (full, half)]
+        assert all(r is not None and 30 <= r <= 200 for r in rates), (name, rates)
+        # Irregular rhythms and artefact bursts on some strips: a beat more or less between the versions.
+        assert rates[0] == pytest.approx(rates[1], rel=0.15), name
+
+
+def test_fullres_digitisation_is_fast_enough():
+    jpg = _fullres_pairs()[0][0]
+    digitize(jpg)  # warm-up (imports, caches)
+    best = min(digitize(jpg).timings_ms["total"] for _ in range(2))
+    assert best < 1000, f"{best:.0f} ms per full-resolution page"
+
+
+def test_predict_measure_adds_measurement_columns(tmp_path, capsys):
+    pytest.importorskip("torch")  # exporting the test model needs torch
+    pytest.importorskip("neurokit2")
+    import neurokit2 as nk
+    from test_export import export_tiny_model
+
+    model = str(export_tiny_model(tmp_path / "model"))
+    lead = np.asarray(nk.ecg_simulate(duration=10, sampling_rate=500, heart_rate=75, random_state=1), float)
+    signals = printer_filter(np.vstack([lead * (0.4 + 0.08 * i) for i in range(12)]), FS)
+    page = render_page(signals, FS, layout="6x2", seed=2)
+    image = tmp_path / "page.png"
+    cv2.imwrite(str(image), page.image)
+    (tmp_path / "blank.png").write_bytes(cv2.imencode(".png", np.full((786, 1106), 250, np.uint8))[1].tobytes())
+    assert main(["predict", str(image), str(tmp_path / "blank.png"), "--model", model, "--format", "csv",
+                 "--measure", "--force"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    header = list(rows[0])
+    assert header[:6] == ["path", "label", "prob_normal", "prob_mi", "prob_abnormal_heartbeat", "prob_history_of_mi"]
+    assert header[-10:] == ["heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms", "pr_ms", "qrs_ms", "qt_ms",
+                            "qtc_bazett_ms", "qtc_fridericia_ms", "axis_deg", "measure_error"]
+    page_row, blank_row = rows
+    assert float(page_row["heart_rate_bpm"]) == pytest.approx(75, abs=3) and page_row["measure_error"] == ""
+    assert blank_row["heart_rate_bpm"] == "" and "not digitised" in blank_row["measure_error"]
+    assert main(["predict", str(image), "--model", model, "--format", "csv"]) == 0
+    assert "heart_rate_bpm" not in capsys.readouterr().out.splitlines()[0]  # only with --measure

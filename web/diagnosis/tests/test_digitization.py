@@ -1,0 +1,186 @@
+"""Digitised leads on the result page, signal downloads and API fields: made on first view, private."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from diagnosis import services
+from diagnosis.models import Analysis, Digitization
+from diagnosis.tests import helpers
+from ecgdx.labels import LEADS
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+HEADER = ["time", *LEADS]
+
+
+@pytest.fixture(scope="module")
+def page_png() -> bytes:
+    """A rendered 3x4 page of a smooth synthetic record at 72 bpm (ecgdx.render: truth known)."""
+    from ecgdx.render import printer_filter, render_page
+
+    t = np.arange(5000) / 500.0
+    beats = np.arange(0.4, 10.0, 60 / 72)
+    lead = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) - 0.3 * np.exp(-0.5 * ((t - b - 0.03) / 0.01) ** 2)
+               + 0.25 * np.exp(-0.5 * ((t - b - 0.28) / 0.05) ** 2) for b in beats)
+    signals = printer_filter(np.vstack([lead * (0.5 + 0.1 * i) for i in range(12)]), 500.0)
+    return helpers.png_bytes(render_page(signals, 500.0, layout="3x4", dpi=150, seed=2).image)
+
+
+@pytest.fixture
+def alice():
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob():
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+def _login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _analysis(client, data) -> Analysis:
+    response = client.post(reverse("diagnosis:upload"), {"image": helpers.upload(data)})
+    assert response.status_code == 302, response.content[:500]
+    return Analysis.objects.latest("created_at")
+
+
+def test_result_page_shows_replot_measurements_and_downloads(alice, page_png):
+    client = _login(alice)
+    analysis = _analysis(client, page_png)
+    assert not Digitization.objects.exists()  # not at upload time: on first view
+    html = client.get(reverse("diagnosis:result", args=[analysis.pk])).content.decode()
+    row = Digitization.objects.get(analysis=analysis)
+    assert row.ok and row.template == "3x4_grid" and row.has_rhythm
+    assert 'id="digitized"' in html and "<svg" in html and 'class="ecg-replot"' in html
+    assert html.count("<polyline") >= 13
+    assert 'id="measure-heart_rate_bpm"' in html and row.measurements["heart_rate_bpm"] == pytest.approx(72, abs=3)
+    assert f"{row.measurements['heart_rate_bpm']:.0f} bpm" in html
+    for fmt in ("leads.csv", "rhythm_II.csv", "wfdb.zip"):
+        assert reverse("diagnosis:signals", args=[analysis.pk, fmt]) in html
+    assert reverse("diagnosis:image", args=[analysis.pk, "original"]) in html
+    client.get(reverse("diagnosis:result", args=[analysis.pk]))
+    assert Digitization.objects.get(analysis=analysis).created_at == row.created_at  # stored, not redone
+
+
+def test_signal_downloads(alice, page_png):
+    client = _login(alice)
+    analysis = _analysis(client, page_png)
+    response = client.get(reverse("diagnosis:signals", args=[analysis.pk, "leads.csv"]))
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"] and "no-store" in response["Cache-Control"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == HEADER and len(rows) == 5001
+    aVR = [r[HEADER.index("aVR")] for r in rows[1:]]
+    assert aVR[0] == "" and aVR[1300] != "" and aVR[2600] == ""  # printed 2.5-5 s only
+    strip = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm_II.csv"]))
+    assert strip.content.decode().splitlines()[0] == "time,II"
+    archive = zipfile.ZipFile(io.BytesIO(client.get(reverse("diagnosis:signals", args=[analysis.pk, "wfdb.zip"])).content))
+    names = set(archive.namelist())
+    assert any(n.endswith(".hea") for n in names) and any(n.endswith("_rhythm.dat") for n in names)
+    header = archive.read(next(n for n in names if n.endswith(".hea") and "rhythm" not in n)).decode()
+    assert header.split()[1:4] == ["12", "500", "5000"]
+    assert client.get(reverse("diagnosis:signals", args=[analysis.pk, "signals.xlsx"])).status_code == 404
+
+
+def test_signals_are_private(alice, bob, page_png):
+    analysis = _analysis(_login(alice), page_png)
+    url = reverse("diagnosis:signals", args=[analysis.pk, "leads.csv"])
+    assert _login(bob).get(url).status_code == 404
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith(reverse("login"))
+    api = APIClient()
+    api_url = f"{API}/predictions/{analysis.pk}/signals/leads.csv"
+    assert api.get(api_url).status_code == 401
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    assert api.get(api_url).status_code == 404
+    assert not Digitization.objects.exists()  # refused requests digitise nothing
+
+
+def test_api_detail_returns_digitization(alice, page_png):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    created = api.post(f"{API}/predictions", {"image": helpers.upload(page_png)}, format="multipart")
+    assert created.status_code == 201 and created.json()["digitization"] is None
+    body = api.get(created.json()["url"]).json()
+    d = body["digitization"]
+    assert d["status"] == "ok" and d["template"] == "3x4_grid" and d["fs"] == 500.0 and d["has_rhythm"]
+    assert d["measurements"]["heart_rate_bpm"] == pytest.approx(72, abs=3)
+    assert set(d["measurements"]["st_mv"]) == set(LEADS)
+    assert d["summary"]["windows"]["aVR"] == [2.5, 5.0]
+    assert set(d["downloads"]) == {"leads_csv", "rhythm_csv", "wfdb_zip"}
+    csv_response = api.get(d["downloads"]["leads_csv"])
+    assert csv_response.status_code == 200 and csv_response.content.decode().splitlines()[0] == ",".join(HEADER)
+    listed = api.get(f"{API}/predictions").json()["results"][0]
+    assert listed["digitization"]["status"] == "ok"  # stored now, so lists show it too
+
+
+def test_picture_that_cannot_be_digitised(alice):
+    """The fake model accepts any picture with contrast; the digitiser finds no lead layout in noise."""
+    noise = np.random.default_rng(3).integers(0, 255, (400, 560), dtype=np.uint8)
+    client = _login(alice)
+    analysis = _analysis(client, helpers.png_bytes(noise))
+    response = client.get(reverse("diagnosis:result", args=[analysis.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="digitization-error"' in html and "could not be read" in html
+    row = Digitization.objects.get(analysis=analysis)
+    assert row.status == "failed" and row.error
+    assert client.get(reverse("diagnosis:signals", args=[analysis.pk, "leads.csv"])).status_code == 404
+
+
+def test_after_the_retention_purge(alice, page_png):
+    client = _login(alice)
+    kept = _analysis(client, page_png)
+    client.get(reverse("diagnosis:result", args=[kept.pk]))  # digitised while the picture existed
+    late = _analysis(client, page_png)
+    assert services.images_purge(older_than_days=1, now=late.created_at + __import__("datetime").timedelta(days=2)) == 2
+    html = client.get(reverse("diagnosis:result", args=[late.pk])).content.decode()
+    assert "deleted before its leads were digitised" in html
+    assert client.get(reverse("diagnosis:signals", args=[late.pk, "leads.csv"])).status_code == 404
+    assert client.get(reverse("diagnosis:signals", args=[kept.pk, "leads.csv"])).status_code == 200
+
+
+def test_deleting_an_analysis_deletes_its_signals(alice, page_png):
+    client = _login(alice)
+    analysis = _analysis(client, page_png)
+    client.get(reverse("diagnosis:result", args=[analysis.pk]))
+    assert Digitization.objects.count() == 1
+    client.post(reverse("diagnosis:delete", args=[analysis.pk]))
+    assert not Digitization.objects.exists()
+
+
+def test_anonymous_demo_shows_the_replot(settings, page_png, _private_media):
+    settings.ECGDX_ANONYMOUS_DEMO = True
+    response = Client().post(reverse("diagnosis:upload"), {"image": helpers.upload(page_png)})
+    html = response.content.decode()
+    assert response.status_code == 200 and 'class="ecg-replot"' in html and 'id="measurements"' in html
+    assert "signal-downloads" not in html  # nothing stored, nothing to download
+    assert not Digitization.objects.exists() and not helpers.files_under(_private_media)
+
+
+def test_stored_samples_round_trip():
+    row = Digitization(status="ok")
+    signals = np.full((12, 100), np.nan)
+    signals[3, 10:60] = np.linspace(-2, 2, 50)
+    row.set_arrays(signals, np.sin(np.arange(100) / 10.0))
+    back, rhythm = row.arrays()
+    assert np.allclose(back, signals, atol=5e-4, equal_nan=True)
+    assert np.allclose(rhythm, np.sin(np.arange(100) / 10.0), atol=5e-4)
+    row.set_arrays(signals, None)
+    assert row.arrays()[1] is None and not row.has_rhythm
