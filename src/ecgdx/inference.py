@@ -40,7 +40,8 @@ from ecgdx.errors import EcgdxError, ModelError, NotAnEcgError
 from ecgdx.export import INPUT_NAME, OUTPUT_NAME, decode_metadata, open_session
 from ecgdx.gate import GateResult, assess_page
 from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
-from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, load_page, preprocess_with_details
+from ecgdx.normalize import normalize_page
+from ecgdx.preprocessing import Page, PreprocessDetails, PreprocessSpec, load_page, preprocess_with_details
 
 __all__ = ["MODEL_ENV", "Prediction", "PredictionFailure", "Predictor", "default_model_path"]
 
@@ -127,6 +128,7 @@ class _Prepared:
     gate: GateResult
     timings_ms: dict[str, float]
     lead_regions: Any = None  # ecgdx.explain.Regions, only when explaining
+    normalization: dict[str, Any] | None = None  # ecgdx.normalize.Normalization.to_dict()
 
 
 def default_model_path() -> Path | bytes:
@@ -159,9 +161,13 @@ class Predictor:
         threads: onnxruntime intra-op threads, and workers for ``predict_many``'s preprocessing.
             None = 1: the lowest latency per picture on a shared server, and no oversubscription
             when several predictors run side by side; use 2-4 for batch throughput.
+        normalize: straighten photos before reading them (``ecgdx.normalize``: sheet perspective,
+            rotation up to 10 deg, uneven lighting); a clean scan passes unchanged.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, threads: int | None = None,
+                 normalize: bool = True) -> None:
+        self.normalize = bool(normalize)
         self.threads = 1 if threads is None else int(threads)
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -182,9 +188,10 @@ class Predictor:
         self._check_io(label)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> Predictor:
-        """Same as ``Predictor(path, threads=threads)``."""
-        return cls(path, threads=threads)
+    def from_path(cls, path: str | os.PathLike | None = None, *, threads: int | None = None,
+                  normalize: bool = True) -> Predictor:
+        """Same as ``Predictor(path, threads=threads, normalize=normalize)``."""
+        return cls(path, threads=threads, normalize=normalize)
 
     def _check_io(self, label: str) -> None:
         """The graph must take 'image' (N, 1, H, W) matching the spec and return 'logits' (N, 4)."""
@@ -286,13 +293,17 @@ class Predictor:
         """
         t0 = time.perf_counter()
         page = load_page(source, self.spec)  # large JPEGs are decoded at reduced size: much faster
-        gray = page.gray
         t1 = time.perf_counter()
-        tensor, details = preprocess_with_details(page, self.spec)
+        page, normalization = self._normalized(page)
+        gray = page.gray
         t2 = time.perf_counter()
-        gate = assess_page(gray, details=details if self.spec.crop == "auto" else None)
+        tensor, details = preprocess_with_details(page, self.spec)
         t3 = time.perf_counter()
-        timings = {"decode": _ms(t1 - t0), "preprocess": _ms(t2 - t1), "gate": _ms(t3 - t2)}
+        gate = assess_page(gray, details=details if self.spec.crop == "auto" else None)
+        t4 = time.perf_counter()
+        timings = {"decode": _ms(t1 - t0), "normalize": _ms(t2 - t1), "preprocess": _ms(t3 - t2),
+                   "gate": _ms(t4 - t3)}
+        t3 = t4
         regions = None
         if explain and (gate.ok or force):
             from ecgdx.explain import lead_regions
@@ -300,7 +311,23 @@ class Predictor:
             # Needs the page itself (for the lead layout), which is not kept after this step.
             regions = lead_regions(self.spec, details, gray)
             timings["explain"] = _ms(time.perf_counter() - t3)
-        return _Prepared(_source_name(source), tensor, details, gate, timings, regions)
+        return _Prepared(_source_name(source), tensor, details, gate, timings, regions, normalization)
+
+    def _normalized(self, page: Page) -> tuple[Page, dict[str, Any] | None]:
+        if not self.normalize:
+            return page, None
+        flat, info = normalize_page(page.gray)
+        if info.applied:
+            # Crop boxes are then in the straightened page's pixels (scaled), not the upload's.
+            page = Page(flat, page.original_size, page.scale)
+        return page, info.to_dict()
+
+    def model_input(self, source: Any) -> np.ndarray:
+        """(H, W) uint8 picture of what the model sees for ``source`` (after normalisation and
+        preprocessing), for display."""
+        page, _ = self._normalized(load_page(source, self.spec))
+        _, details = preprocess_with_details(page, self.spec)
+        return details.model_input
 
     def _finish(
         self, prepared: Sequence[_Prepared], *, explain: bool, force: bool, grid: tuple[int, int]
@@ -334,7 +361,7 @@ class Predictor:
             results.append(Prediction(
                 source=p.source, label=label, display_name=display, probabilities=probabilities,
                 model_version=self.model_version, gate=p.gate, timings_ms=timings,
-                preprocess=_details_dict(p.details), forced=bool(i in probs and not p.gate.ok),
+                preprocess=_details_dict(p.details, p.normalization), forced=bool(i in probs and not p.gate.ok),
                 explanation=explanation,
             ))
         return results
@@ -366,14 +393,17 @@ def _refusal(prepared: _Prepared) -> str:
             f"{prepared.gate.score:.2f}): {reasons}")
 
 
-def _details_dict(details: PreprocessDetails) -> dict[str, Any]:
-    return {
+def _details_dict(details: PreprocessDetails, normalization: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
         "original_size": list(details.original_size),
         "crop_box": [int(v) for v in details.crop_box],
         "crop_method": details.crop_method,
         "template": details.template,
         "layout_method": details.layout_method,
     }
+    if normalization is not None:
+        out["normalization"] = normalization
+    return out
 
 
 def _source_name(source: Any) -> str | None:

@@ -68,7 +68,6 @@ class OnnxPredictorBackend:
 
     def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction:
         from ecgdx.explain import render_overlay
-        from ecgdx.preprocessing import preprocess_with_details
 
         p = self._predictor.predict(gray, explain=explain)
         out = WebPrediction(
@@ -83,9 +82,8 @@ class OnnxPredictorBackend:
         )
         if p.label is None:
             return out
-        # The Prediction keeps no pixels; the same deterministic preprocessing gives the model's input.
-        _, details = preprocess_with_details(gray, self._predictor.spec)
-        out.model_input = details.model_input
+        # The Prediction keeps no pixels; the same deterministic steps give the model's input.
+        out.model_input = self._predictor.model_input(gray)
         e = p.explanation
         if e is not None:
             out.overlay = render_overlay(e, p.probabilities)

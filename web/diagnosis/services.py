@@ -3,8 +3,13 @@
 ``prediction_create`` is the whole upload path:
 
     rate limit -> size -> type by content -> decode (ecgdx.preprocessing.decode_image, with limits)
-    -> predict + explain (inference_adapter) -> quality gate verdict
+    -> predict (inference_adapter) -> quality gate verdict
     -> (signed-in user) store the pictures privately under random names and save an Analysis row
+
+The explanation (occlusion heatmap and lead ranking, about 40 extra model runs) is not made during
+the upload: ``explanation_get_or_create`` makes it from the stored picture on the first view of the
+result, the heatmap or the report, and stores it. Anonymous demo uploads are explained at once,
+because nothing of them is kept.
 
 Every refusal raises ``UploadRejected`` (a 4xx status, a code and a message for people) before
 anything is written to disk. Anonymous demo uploads (setting ECGDX_ANONYMOUS_DEMO) are never stored.
@@ -155,7 +160,7 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
         )
     data = _read_upload(image_file)
     gray, kind = _decode(data)
-    result = _predict(gray)
+    result = _predict(gray, explain=anonymous)
     if not result.gate_ok or result.label is None:
         reasons = result.gate_reasons or ["it lacks the traces, calibration pulses or contrast of an ECG page"]
         raise UploadRejected(
@@ -192,7 +197,7 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
     return PredictionOutcome(analysis, stored=True)
 
 
-def _predict(gray) -> WebPrediction:
+def _predict(gray, *, explain: bool) -> WebPrediction:
     try:
         backend = get_predictor()
     except ModelError as exc:
@@ -203,7 +208,7 @@ def _predict(gray) -> WebPrediction:
             code="model_unavailable", status=503,
         ) from None
     try:
-        return backend.predict(gray, explain=True)
+        return backend.predict(gray, explain=explain)
     except NotAnEcgError as exc:
         raise UploadRejected(_sentence(str(exc)), code="not_an_ecg", status=422) from None
     except InvalidImageError as exc:
@@ -318,6 +323,52 @@ def _jsonable(value):
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+# ------------------------------------------------------------------------------------- explanation
+
+
+def explanation_get_or_create(*, analysis: Analysis) -> bool:
+    """Make and store the explanation of a stored analysis if it has none yet; True when it has one.
+
+    The explanation is computed from the stored picture with the model in use, for the class that
+    model predicts on it (the stored label, unless the model was replaced since). False when it cannot be made: the picture was deleted by the
+    retention policy, or the model or picture is unavailable now (the reason is logged; the result
+    itself is never touched).
+    """
+    if analysis.explanation_method:
+        return True
+    if not analysis.original_image:
+        return False
+    try:
+        with analysis.original_image.open("rb") as handle:
+            data = handle.read()
+        from ecgdx.preprocessing import decode_image
+
+        # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
+        gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
+        result = get_predictor().predict(gray, explain=True)
+    except (OSError, EcgdxError) as exc:
+        logger.warning("analysis %s: no explanation made: %s", analysis.pk, exc)
+        return False
+    if not result.explanation_method:
+        return False
+    heatmap_name = ""
+    if result.overlay is not None:
+        heatmap_name = analysis.heatmap_image.storage.save(random_name("derived", "png"),
+                                                           ContentFile(images.encode_png(result.overlay)))
+    fields = {"lead_importance": result.leads, "explanation_method": result.explanation_method,
+              "explanation_note": result.explanation_note, "heatmap_image": heatmap_name}
+    # Two first views at once: the first update wins; the loser removes its picture.
+    updated = Analysis.objects.filter(pk=analysis.pk, explanation_method="").update(**fields)
+    if not updated:
+        if heatmap_name:
+            analysis.heatmap_image.storage.delete(heatmap_name)
+        analysis.refresh_from_db()
+        return bool(analysis.explanation_method)
+    for name, value in fields.items():
+        setattr(analysis, name, value)
+    return True
 
 
 # ------------------------------------------------------------------------------------ digitisation

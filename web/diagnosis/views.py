@@ -105,6 +105,7 @@ def history(request):
 @allow_methods("GET")
 def result(request, pk):
     analysis = selectors.analysis_get(user=request.user, pk=pk)
+    services.explanation_get_or_create(analysis=analysis)
     digitization = services.digitization_get_or_create(analysis=analysis)
     return render(request, "diagnosis/result.html", {"analysis": analysis, "demo": False,
                                                      **_digitization_context(digitization)})
@@ -134,7 +135,12 @@ def image(request, pk, kind):
 
 
 def image_response(analysis, kind: str):
-    """Stream one stored picture of an analysis the caller may see (both pages and API use this)."""
+    """Stream one stored picture of an analysis the caller may see (both pages and API use this).
+
+    The heatmap is made on its first request (``services.explanation_get_or_create``).
+    """
+    if kind == "heatmap":
+        services.explanation_get_or_create(analysis=analysis)
     field_file = analysis.image_field(kind)
     if not field_file:
         raise Http404("this picture is not stored (never made, or deleted by the retention policy)")
@@ -210,6 +216,7 @@ def report(request, pk):
 
 
 def report_response(analysis):
+    services.explanation_get_or_create(analysis=analysis)
     pdf = build_report(analysis)
     response = HttpResponse(pdf, content_type="application/pdf")
     stamp = timezone.localtime(analysis.created_at).strftime("%Y%m%d-%H%M")

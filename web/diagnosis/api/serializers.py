@@ -40,6 +40,11 @@ def _absolute(request, name: str, **kwargs) -> str:
 
 
 class ExplanationSerializer(serializers.Serializer):
+    """Occlusion heatmap and lead ranking. Made after the upload, on the first GET of the prediction,
+    its heatmap or its report: a fresh POST answers status 'pending' with empty leads, and heatmap_url
+    already points at the picture (fetching it makes the explanation)."""
+
+    status = serializers.SerializerMethodField(help_text="ready, pending (made on first GET) or unavailable")
     method = serializers.CharField(source="explanation_method", help_text="page_layout, canonical or grid")
     note = serializers.CharField(source="explanation_note")
     leads = LeadSerializer(many=True, source="lead_importance")
@@ -47,8 +52,17 @@ class ExplanationSerializer(serializers.Serializer):
     model_input_url = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
 
+    @extend_schema_field(serializers.ChoiceField(choices=["ready", "pending", "unavailable"]))
+    def get_status(self, obj) -> str:
+        if obj.explanation_method:
+            return "ready"
+        return "pending" if self.context.get("stored", True) and obj.original_image else "unavailable"
+
     def _image_url(self, obj: Analysis, kind: str) -> str | None:
-        if not self.context.get("stored", True) or not obj.image_field(kind):
+        if not self.context.get("stored", True):
+            return None
+        pending = kind == "heatmap" and not obj.explanation_method and bool(obj.original_image)
+        if not obj.image_field(kind) and not pending:
             return None
         return _absolute(self.context.get("request"), "api:prediction-image", pk=obj.pk, kind=kind)
 

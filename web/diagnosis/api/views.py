@@ -86,10 +86,10 @@ class PredictionListCreate(APIView):
         summary="Analyse one ECG picture",
     )
     def post(self, request):
+        image_file = request.FILES.get("image")  # parses the body: the size flag is set while parsing
         if getattr(request._request, "upload_too_large", False):
             image_file = _TooLarge()
         else:
-            image_file = request.FILES.get("image")
             if image_file is None:
                 fields = {"image": ["No file was sent in the multipart field 'image'."]}
                 return error_response(400, "missing_file",
@@ -111,6 +111,7 @@ class PredictionDetail(APIView):
                                                                    404: OpenApiResponse(ErrorSerializer)})
     def get(self, request, pk):
         analysis = selectors.analysis_get(user=request.user, pk=pk)
+        services.explanation_get_or_create(analysis=analysis)
         digitization = services.digitization_get_or_create(analysis=analysis)
         context = {"request": request, "digitization": digitization}
         return Response(PredictionSerializer(analysis, context=context).data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -55,15 +56,42 @@ def test_create_prediction(api):
     assert body["gate"] == {"ok": True, "score": 0.91, "reasons": []}
     assert body["model_version"] == "fake-20250101-deadbeef" and body["processing_ms"] > 0
     e = body["explanation"]
-    assert e["method"] == "page_layout" and e["leads"][0] == {"name": "I", "importance": 0.2}
+    # The upload does not wait for the explanation: it is made on the first GET.
+    assert e["status"] == "pending" and e["leads"] == [] and not a.heatmap_image
     for key in ("heatmap_url", "model_input_url", "original_url"):
         assert e[key].startswith("http://testserver/api/v1/predictions/")
         image = api.get(e[key])
         assert image.status_code == 200 and b"".join(image.streaming_content)[:4] == b"\x89PNG"
+    e = api.get(body["url"]).json()["explanation"]
+    assert e["status"] == "ready" and e["method"] == "page_layout"
+    assert e["leads"][0] == {"name": "I", "importance": 0.2}
     assert body["upload"]["sha256"] == a.upload_sha256 and body["upload"]["type"] == "png"
     report = api.get(body["report_url"], HTTP_ACCEPT="application/pdf")
     assert report.status_code == 200 and report.content.startswith(b"%PDF")
     assert api.get(e["heatmap_url"], HTTP_ACCEPT="image/png").status_code == 200
+
+
+def test_explanation_made_once_on_first_view(api, settings):
+    from diagnosis.inference_adapter import get_predictor
+
+    pid = _post(api, helpers.example_bytes()).json()["id"]
+    backend = get_predictor()
+    calls = backend.calls
+    first = api.get(f"{API}/predictions/{pid}").json()["explanation"]
+    assert first["status"] == "ready" and backend.calls == calls + 1
+    again = api.get(f"{API}/predictions/{pid}").json()["explanation"]
+    assert again == first and backend.calls == calls + 1  # stored, not recomputed
+    a = Analysis.objects.get(pk=pid)
+    assert a.heatmap_image and a.heatmap_image.storage.exists(a.heatmap_image.name)
+
+
+def test_explanation_unavailable_after_retention(api):
+    from diagnosis import services
+
+    pid = _post(api, helpers.example_bytes()).json()["id"]
+    services.images_purge(older_than_days=1, now=Analysis.objects.get(pk=pid).created_at + timedelta(days=2))
+    e = api.get(f"{API}/predictions/{pid}").json()["explanation"]
+    assert e["status"] == "unavailable" and e["heatmap_url"] is None and e["leads"] == []
 
 
 def test_get_and_list_predictions(api):

@@ -33,8 +33,13 @@ def test_prediction_create_stores_result_and_private_pictures(alice, _private_me
     assert a.label == "normal" and a.probabilities["normal"] == pytest.approx(0.7)
     assert a.upload_sha256 == hashlib.sha256(data).hexdigest() and a.upload_bytes == len(data)
     assert a.upload_type == "png" and a.gate_ok and a.model_version.startswith("fake-")
-    assert a.lead_importance[0]["name"] == "I" and a.explanation_method == "page_layout"
     assert a.processing_ms > 0 and a.timings_ms["total"] == 7.0
+    # The explanation is made later, from the stored picture, on first view.
+    assert a.explanation_method == "" and a.lead_importance == [] and not a.heatmap_image
+    assert len(helpers.files_under(_private_media)) == 2
+    assert services.explanation_get_or_create(analysis=a)
+    a.refresh_from_db()
+    assert a.lead_importance[0]["name"] == "I" and a.explanation_method == "page_layout" and a.heatmap_image
     files = helpers.files_under(_private_media)
     assert len(files) == 3
     for f in files:
@@ -161,6 +166,7 @@ def broken_factory():
 
 def test_delete_removes_the_pictures(alice, _private_media):
     a = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
+    services.explanation_get_or_create(analysis=a)
     assert len(helpers.files_under(_private_media)) == 3
     services.analysis_delete(analysis=a)
     assert helpers.files_under(_private_media) == [] and Analysis.objects.count() == 0
@@ -169,6 +175,8 @@ def test_delete_removes_the_pictures(alice, _private_media):
 def test_retention_deletes_old_pictures_and_keeps_results(alice, _private_media, settings):
     old = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
     new = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
+    for a in (old, new):
+        services.explanation_get_or_create(analysis=a)
     Analysis.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
     assert services.images_purge(older_than_days=30, dry_run=True) == 1
     assert len(helpers.files_under(_private_media)) == 6

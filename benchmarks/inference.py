@@ -1,6 +1,6 @@
 """Inference speed and memory of ``ecgdx.inference.Predictor`` on full-resolution JPEG pages.
 
-    python benchmarks/inference_speed.py --model model.onnx [--runs 110] [--json out.json]
+    python benchmarks/inference.py --model model.onnx [--runs 110] [--json out.json]
 
 Measured side by side in one process, on the 11 full-resolution JPEGs of shared/data (repeated
 round-robin to --runs), all from in-memory bytes (file reading is not timed):
