@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="ONNX model (default: ECGDX_MODEL_PATH or the bundled model)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--limit", type=int, help="use only the first N pages (a quick look)")
+    parser.add_argument("--only", action="append", choices=sorted(SEVERITIES),
+                        help="run only this distortion (repeatable; clean pages are always run)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--markdown", help="write the tables here")
     args = parser.parse_args(argv)
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         sys.exit(f"robustness: no pages in split {args.split!r} of {manifest}")
     rows = rows[: args.limit] if args.limit else rows
-    tasks = [(kind, level, rows, args.model) for kind, level in _configs()]
+    tasks = [(kind, level, rows, args.model) for kind, level in _configs()
+             if kind == "clean" or not args.only or kind in args.only]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = []

@@ -70,6 +70,7 @@ class Prediction:
         crop_method, template, layout_method.
     forced: True when a diagnosis was made although the gate refused the picture (force=True).
     explanation: ``ecgdx.explain.Explanation`` when requested.
+    model_input: (H, W) uint8 picture the model saw, only with ``predict(..., keep_input=True)``.
     """
 
     source: str | None
@@ -82,6 +83,7 @@ class Prediction:
     preprocess: dict[str, Any]
     forced: bool = False
     explanation: Any = None
+    model_input: np.ndarray | None = None
 
     @property
     def diagnosed(self) -> bool:
@@ -223,6 +225,7 @@ class Predictor:
         force: bool = False,
         strict: bool = False,
         grid: tuple[int, int] = (8, 8),
+        keep_input: bool = False,
     ) -> Prediction:
         """Classify one picture.
 
@@ -233,6 +236,7 @@ class Predictor:
             force: classify even when the quality gate refuses the picture (``forced`` is then True).
             strict: raise NotAnEcgError instead of returning an undiagnosed Prediction.
             grid: occlusion grid (rows, columns) for explain.
+            keep_input: also return the picture the model saw (``Prediction.model_input``).
 
         Raises:
             InvalidImageError: unreadable input. NotAnEcgError: strict and the gate refused it.
@@ -240,7 +244,10 @@ class Predictor:
         prepared = self._prepare(source, explain, force)
         if strict and not force and not prepared.gate.ok:
             raise NotAnEcgError(_refusal(prepared))
-        return self._finish([prepared], explain=explain, force=force, grid=grid)[0]
+        result = self._finish([prepared], explain=explain, force=force, grid=grid)[0]
+        if keep_input:
+            result.model_input = prepared.details.model_input
+        return result
 
     def predict_many(
         self,

@@ -6,8 +6,9 @@ A scan of a clean page passes through unchanged: each step acts only when it mea
 correct, and says what it did in ``Normalization.applied``.
 
 1. **Paper**: on a ~512 px copy, the bright region (Otsu threshold of a blurred copy) whose outline
-   is a convex quadrilateral covering 20-93 % of the picture is taken as the sheet; it is warped to a
-   rectangle with the sheet's own side lengths. A picture the sheet fills (a scan) is left alone.
+   is a convex quadrilateral covering 20-93 % of the picture, with all four corners inside the
+   frame, is taken as the sheet; it is warped to a rectangle with the sheet's own side lengths. A
+   picture the sheet fills (a scan), or a sheet cut by the frame, is left alone.
 2. **Rotation**: ``ecgdx.digitize.estimate_skew`` (the angle at which the page's horizontal
    structure projects sharpest), searched over +/- ``max_rotation`` degrees in its fast mode
    (0.1 deg resolution); undone above 0.3 deg.
@@ -113,7 +114,14 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
         return None
     if cv2.contourArea(quad) < 0.9 * cv2.contourArea(hull):
         return None  # the outline is not a quadrilateral (a torn edge, a hand over the sheet)
-    return _order_corners(quad.reshape(4, 2).astype(np.float32) / scale)
+    corners = quad.reshape(4, 2).astype(np.float32)
+    margin = 0.01 * np.array([small.shape[1], small.shape[0]], np.float32)
+    limit = np.array([small.shape[1] - 1, small.shape[0] - 1], np.float32) - margin
+    if (corners < margin).any() or (corners > limit).any():
+        # A corner on the picture's edge: the "sheet" is cut by the frame, or is only the bright
+        # part of a shadowed page. Either way there is no whole sheet to flatten.
+        return None
+    return _order_corners(corners / scale)
 
 
 def _order_corners(points: np.ndarray) -> np.ndarray:

@@ -69,7 +69,7 @@ class OnnxPredictorBackend:
     def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction:
         from ecgdx.explain import render_overlay
 
-        p = self._predictor.predict(gray, explain=explain)
+        p = self._predictor.predict(gray, explain=explain, keep_input=True)
         out = WebPrediction(
             label=p.label,
             probabilities={k: float(p.probabilities.get(k, 0.0)) for k in CLASS_KEYS} if p.label else {},
@@ -82,8 +82,7 @@ class OnnxPredictorBackend:
         )
         if p.label is None:
             return out
-        # The Prediction keeps no pixels; the same deterministic steps give the model's input.
-        out.model_input = self._predictor.model_input(gray)
+        out.model_input = p.model_input
         e = p.explanation
         if e is not None:
             out.overlay = render_overlay(e, p.probabilities)

@@ -223,7 +223,18 @@ def _pictures(data: bytes, gray, kind: str, result: WebPrediction) -> dict:
     """PNG/JPEG bytes by image kind: the upload (maybe blanked), what the model saw, the heatmap."""
     pictures: dict = {}
     crop = result.preprocess.get("crop_box")
-    if settings.ECGDX_BLANK_PRINTED_TEXT and crop:
+    steps = (result.preprocess.get("normalization") or {}).get("applied") or []
+    geometric = any(step.startswith(("perspective", "rotation")) for step in steps)
+    if settings.ECGDX_BLANK_PRINTED_TEXT and crop and geometric:
+        # A photo that was straightened: the crop box is in the straightened page's pixels, so the
+        # straightened page (gray) is what is stored, blanked; the later explanation and
+        # digitisation then read a page that needs no straightening.
+        from ecgdx.normalize import normalize_page
+
+        straight, _ = normalize_page(gray)
+        pictures["original"] = images.blank_outside_rows(b"", straight, crop)
+        pictures["_blanked"] = True
+    elif settings.ECGDX_BLANK_PRINTED_TEXT and crop:
         pictures["original"] = images.blank_outside_rows(data, gray, crop)
         pictures["_blanked"] = True
     else:

@@ -284,6 +284,17 @@ def page_not_found(request, exception=None):
     return _error(request, 404, "Not found", "There is nothing at this address, or it is not yours to see.")
 
 
+def service_unavailable(request, message: str):
+    """503 without touching the database: plain HTML (no user, no session) or the API's JSON error."""
+    if wants_json(request):
+        return JsonResponse({"error": {"status": 503, "code": "service_unavailable", "message": message}}, status=503)
+    from django.utils.html import escape
+
+    body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Service unavailable - ecgdx"
+            "</title></head><body><h1>Service unavailable</h1><p>" + escape(message) + "</p></body></html>")
+    return HttpResponse(body, status=503, content_type="text/html; charset=utf-8")
+
+
 def server_error(request):
     return _error(request, 500, "Server error",
                   "Something went wrong on the server. The problem was logged; please try again later.")

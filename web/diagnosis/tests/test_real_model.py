@@ -98,3 +98,31 @@ def test_web_app_never_imports_torch(tiny_model, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "IMPORTED []" in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_photographed_page_is_stored_straightened_and_blanked(real_predictor, settings):
+    """A photo of the sheet on a table, tilted: the stored copy is the straightened page, header blanked."""
+    import cv2
+    import numpy as np
+
+    settings.ECGDX_BLANK_PRINTED_TEXT = True
+    gray = cv2.imread(str(helpers.EXAMPLE_ECG), cv2.IMREAD_GRAYSCALE)
+    h, w = gray.shape
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    placed = np.float32([[120, 90], [w + 150, 70], [w + 170, h + 120], [100, h + 95]])
+    photo = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(corners, placed), (w + 280, h + 220),
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=60)
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    api = APIClient()
+    api.force_authenticate(alice)
+    response = api.post("/api/v1/predictions", {"image": helpers.upload(helpers.png_bytes(photo))}, format="multipart")
+    assert response.status_code == 201, response.content
+    steps = response.json()["preprocess"]["normalization"]["applied"]
+    assert any(step.startswith("perspective") for step in steps)
+    a = Analysis.objects.get()
+    stored = cv2.imdecode(np.frombuffer(a.original_image.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert a.header_blanked and stored.shape != photo.shape  # the straightened sheet, not the photo
+    assert abs(stored.shape[1] / stored.shape[0] - w / h) < 0.05
+    y0 = response.json()["preprocess"]["crop_box"][1]
+    assert y0 > 0 and stored[: max(1, y0 - 2)].min() == 255  # the printed header is white
