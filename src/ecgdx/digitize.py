@@ -245,7 +245,7 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
     Args:
         image: anything ``preprocessing.decode_image`` takes (path, bytes, file object, array).
         fs: output sampling rate (Hz), 50..2000.
-        deskew: estimate and undo a rotation (+/- 10 deg with normalize, else +/- 4 deg).
+        deskew: estimate and undo a rotation (+/- 15 deg with normalize, else +/- 4 deg).
         normalize: flatten a photographed sheet's perspective and even out its lighting first
             (``ecgdx.normalize``; a clean scan passes unchanged).
 
@@ -272,7 +272,7 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
         gray, info = normalize_page(gray, rotation=False)
         normalized = info.applied
     if deskew:
-        angle = estimate_skew(gray, max_angle=_SKEW_RANGE if not normalize else 10.0)
+        angle = estimate_skew(gray, max_angle=_SKEW_RANGE if not normalize else 15.0)
         if abs(angle) >= _SKEW_MIN:
             gray = _rotate(gray, angle)
     timings["deskew"] = _lap(clock) - timings["decode"]

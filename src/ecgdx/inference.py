@@ -164,7 +164,7 @@ class Predictor:
             None = 1: the lowest latency per picture on a shared server, and no oversubscription
             when several predictors run side by side; use 2-4 for batch throughput.
         normalize: straighten photos before reading them (``ecgdx.normalize``: sheet perspective,
-            rotation up to 10 deg, uneven lighting); a clean scan passes unchanged.
+            rotation up to 15 deg, uneven lighting); a clean scan passes unchanged.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, threads: int | None = None,

@@ -55,7 +55,7 @@ class Normalization:
                 "sheet": self.sheet, "lighting": round(self.lighting, 4)}
 
 
-def normalize_page(gray: np.ndarray, *, max_rotation: float = 10.0, perspective: bool = True,
+def normalize_page(gray: np.ndarray, *, max_rotation: float = 15.0, perspective: bool = True,
                    rotation: bool = True, lighting: bool = True) -> tuple[np.ndarray, Normalization]:
     """Normalise a page picture (see the module docstring).
 
