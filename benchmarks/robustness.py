@@ -111,45 +111,32 @@ def _configs() -> list[tuple[str, object]]:
 def _run_config(task: tuple) -> dict:
     """Classify every page under one distortion, with and without normalisation."""
     kind, level, rows, model = task
+    from ecgdx.evaluation import classification_metrics
     from ecgdx.inference import Predictor
     from ecgdx.labels import CLASS_KEYS
 
     predictors = {True: Predictor(model, normalize=True), False: Predictor(model, normalize=False)}
     out = {"distortion": kind, "level": level, "n": len(rows)}
     started = time.perf_counter()
+    templates = np.array([r["template"] for r in rows])
+    labels = np.array([CLASS_KEYS.index(r["label"]) for r in rows])
     for normalize, predictor in predictors.items():
-        labels, predicted, accepted = [], [], 0
+        probs, accepted = [], 0
         for index, row in enumerate(rows):
             rng = np.random.default_rng([index, zlib.crc32(f'{kind}:{level}'.encode())])
             gray = cv2.imread(row["path"], cv2.IMREAD_GRAYSCALE)
-            picture = distort(gray, kind, level, rng)
-            result = predictor.predict(picture, force=True)
-            labels.append(CLASS_KEYS.index(row["label"]))
-            predicted.append(CLASS_KEYS.index(result.label))
+            result = predictor.predict(distort(gray, kind, level, rng), force=True)
+            probs.append([result.probabilities[k] for k in CLASS_KEYS])
             accepted += bool(result.gate.ok)
-        key = "normalized" if normalize else "raw"
-        out[key] = {"macro_f1": _macro_f1(labels, predicted), "accuracy": float(np.mean(np.equal(labels, predicted))),
-                    "gate_accepted": accepted / len(rows)}
-        templates = sorted({r["template"] for r in rows})
-        out[key]["macro_f1_by_template"] = {
-            t: _macro_f1([y for y, r in zip(labels, rows, strict=True) if r["template"] == t],
-                         [p for p, r in zip(predicted, rows, strict=True) if r["template"] == t])
-            for t in templates}
+        probs = np.asarray(probs)
+        overall = classification_metrics(labels, probs)
+        out["normalized" if normalize else "raw"] = {
+            "macro_f1": overall["macro_f1"], "accuracy": overall["accuracy"], "gate_accepted": accepted / len(rows),
+            "macro_f1_by_template": {t: classification_metrics(labels[templates == t], probs[templates == t])["macro_f1"]
+                                     for t in sorted(set(templates))},
+        }
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
-
-
-def _macro_f1(labels: list[int], predicted: list[int], classes: int = 4) -> float:
-    """Macro-F1 over the classes present in ``labels`` or ``predicted``."""
-    scores = []
-    for c in range(classes):
-        tp = sum(1 for y, p in zip(labels, predicted, strict=True) if y == c and p == c)
-        fp = sum(1 for y, p in zip(labels, predicted, strict=True) if y != c and p == c)
-        fn = sum(1 for y, p in zip(labels, predicted, strict=True) if y == c and p != c)
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ import numpy as np
 
 from ecgdx import layout as _layout
 from ecgdx.labels import LEADS
+from ecgdx.normalize import normalize_page, rotate_page
 from ecgdx.preprocessing import decode_image
 
 __all__ = ["DEFAULT_FS", "FORMATS", "DigitizedECG", "digitize", "estimate_skew"]
@@ -266,15 +267,13 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
     angle = 0.0
     normalized: list[str] = []
     if normalize:
-        from ecgdx.normalize import normalize_page
-
         # Sheet perspective and lighting; the rotation is measured finely below.
         gray, info = normalize_page(gray, rotation=False)
         normalized = info.applied
     if deskew:
         angle = estimate_skew(gray, max_angle=_SKEW_RANGE if not normalize else 15.0)
         if abs(angle) >= _SKEW_MIN:
-            gray = _rotate(gray, angle)
+            gray = rotate_page(gray, angle)
     timings["deskew"] = _lap(clock) - timings["decode"]
     analysis = _layout._analyse_layout(gray)
     timings["layout"] = _lap(clock) - sum(timings.values())
@@ -366,13 +365,6 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = _SKEW_RANGE, fine: boo
             scores.append(float((hist * hist).sum()))
         angle = float(candidates[int(np.argmax(scores))])
     return angle if abs(angle) < max_angle else 0.0
-
-
-def _rotate(gray: np.ndarray, angle: float) -> np.ndarray:
-    """Rotate the page by -angle about its centre (undo a CCW tilt); white outside."""
-    h, w = gray.shape
-    matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -angle, 1.0)
-    return cv2.warpAffine(gray, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -310,14 +310,13 @@ class Predictor:
         t4 = time.perf_counter()
         timings = {"decode": _ms(t1 - t0), "normalize": _ms(t2 - t1), "preprocess": _ms(t3 - t2),
                    "gate": _ms(t4 - t3)}
-        t3 = t4
         regions = None
         if explain and (gate.ok or force):
             from ecgdx.explain import lead_regions
 
             # Needs the page itself (for the lead layout), which is not kept after this step.
             regions = lead_regions(self.spec, details, gray)
-            timings["explain"] = _ms(time.perf_counter() - t3)
+            timings["explain"] = _ms(time.perf_counter() - t4)
         return _Prepared(_source_name(source), tensor, details, gate, timings, regions, normalization)
 
     def _normalized(self, page: Page) -> tuple[Page, dict[str, Any] | None]:
@@ -328,13 +327,6 @@ class Predictor:
             # Crop boxes are then in the straightened page's pixels (scaled), not the upload's.
             page = Page(flat, page.original_size, page.scale)
         return page, info.to_dict()
-
-    def model_input(self, source: Any) -> np.ndarray:
-        """(H, W) uint8 picture of what the model sees for ``source`` (after normalisation and
-        preprocessing), for display."""
-        page, _ = self._normalized(load_page(source, self.spec))
-        _, details = preprocess_with_details(page, self.spec)
-        return details.model_input
 
     def _finish(
         self, prepared: Sequence[_Prepared], *, explain: bool, force: bool, grid: tuple[int, int]

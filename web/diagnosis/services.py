@@ -339,6 +339,18 @@ def _jsonable(value):
 # ------------------------------------------------------------------------------------- explanation
 
 
+def _stored_upload(analysis: Analysis) -> bytes | None:
+    """The stored copy of the upload, or None when the retention job deleted it or it is missing."""
+    if not analysis.original_image:
+        return None
+    try:
+        with analysis.original_image.open("rb") as handle:
+            return handle.read()
+    except OSError:
+        logger.warning("analysis %s: stored picture missing from storage", analysis.pk)
+        return None
+
+
 def explanation_get_or_create(*, analysis: Analysis) -> bool:
     """Make and store the explanation of a stored analysis if it has none yet; True when it has one.
 
@@ -349,17 +361,16 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
     """
     if analysis.explanation_method:
         return True
-    if not analysis.original_image:
+    data = _stored_upload(analysis)
+    if data is None:
         return False
     try:
-        with analysis.original_image.open("rb") as handle:
-            data = handle.read()
         from ecgdx.preprocessing import decode_image
 
         # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
         gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
         result = get_predictor().predict(gray, explain=True)
-    except (OSError, EcgdxError) as exc:
+    except EcgdxError as exc:
         logger.warning("analysis %s: no explanation made: %s", analysis.pk, exc)
         return False
     if not result.explanation_method:
@@ -399,13 +410,8 @@ def digitization_get_or_create(*, analysis: Analysis):
     existing = Digitization.objects.filter(analysis=analysis).first()
     if existing is not None:
         return existing
-    if not analysis.original_image:
-        return None
-    try:
-        with analysis.original_image.open("rb") as handle:
-            data = handle.read()
-    except OSError:
-        logger.warning("analysis %s: stored picture missing, not digitised", analysis.pk)
+    data = _stored_upload(analysis)
+    if data is None:
         return None
     row = _digitize(data)
     row.analysis = analysis
