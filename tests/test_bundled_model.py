@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from realdata import DATA_DIR, FULLRES_DIR
 
 from ecgdx.export import read_model_metadata
 from ecgdx.inference import Predictor, default_model_path
@@ -53,9 +54,6 @@ def test_bundled_model_classifies_each_example_into_its_own_class():
     for path in EXAMPLES:
         assert predictor.predict(path).label == path.parent.name, path
 
-
-DATA_DIR = Path(__import__("os").environ.get("ECGDX_DATA_DIR", ROOT.parent / "shared" / "data"))
-FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
 
 
 @pytest.mark.skipif(not FULLRES_DIR.is_dir(), reason=f"data folder {FULLRES_DIR} not found (set ECGDX_DATA_DIR)")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import DATA_DIR, FULLRES_DIR
 
 from ecgdx.cli import main
 from ecgdx.digitize import DigitizedECG, digitize, estimate_skew
@@ -22,8 +22,6 @@ from ecgdx.errors import InvalidImageError, NotAnEcgError
 from ecgdx.labels import LEADS
 from ecgdx.render import Distortions, printer_filter, render_page
 
-DATA_DIR = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
 FS = 500.0
 HEADER = ["time", "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 

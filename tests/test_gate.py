@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import DEV_DIR, FULLRES_DIR
 from synthetic import make_page
 
 from ecgdx.gate import GATE_THRESHOLD, GateResult, assess_page
 from ecgdx.preprocessing import decode_image
 
-DATA_DIR = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
-DEV_DIR = DATA_DIR / "mendeley-v1-dev"
 # PNGs checked by the default test run (every 10th of the sorted list: all classes and both templates).
 PNG_SAMPLE_STEP = 10
 

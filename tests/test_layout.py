@@ -6,18 +6,16 @@ Synthetic pages (tests/synthetic.py) give exact geometry. The real-data tests re
 
 from __future__ import annotations
 
-import csv
 import functools
-import os
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, label_rows, require, sample_dev_rows
 from synthetic import PAGE_MM
 from synthetic import make_page as _make_page
 
@@ -270,38 +268,9 @@ def test_preprocess_canonical_falls_back_to_the_crop_when_no_layout():
 # Real data (Mendeley ECG images)
 # --------------------------------------------------------------------------------------------------
 
-DATA_DIR = Path(
-    os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
-DEV_DIR = DATA_DIR / "mendeley-v1-dev"
-FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
 # The one dev page that is not a 12-lead layout: 3 rhythm strips (II, V1, V5) printed for two
 # consecutive 10 s recordings; the labels file files it under 3x4_grid with the 6-row 6x2 pages.
 RHYTHM_ONLY_PAGES = {"ECG Images of Patient that have abnormal heart beats (548)/HB (497).png"}
-
-
-def _require(folder: Path) -> None:
-    if not folder.is_dir():
-        pytest.skip(f"data folder {folder} not found (set ECGDX_DATA_DIR)")
-
-
-def _rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "labels.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _sample_dev_rows(per_group: int = 14) -> list[dict[str, str]]:
-    """Deterministic sample: up to per_group files, evenly spread, per (class, template) group."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in sorted(_rows(DEV_DIR), key=lambda r: r["file"]):
-        if row["file"] not in RHYTHM_ONLY_PAGES:
-            groups[(row["label"], row["template"])].append(row)
-    sample = []
-    for key in sorted(groups):
-        rows = groups[key]
-        idx = np.unique(np.linspace(0, len(rows) - 1, min(per_group, len(rows))).round().astype(int))
-        sample.extend(rows[i] for i in idx)
-    return sample
 
 
 def _template_ok(labelled: str, layout: PageLayout) -> bool:
@@ -316,9 +285,9 @@ def _template_ok(labelled: str, layout: PageLayout) -> bool:
 @pytest.fixture(scope="module")
 def sample_pages():
     """[(relpath, label, labelled template, layout, canonical image)] for the sample dev PNGs."""
-    _require(DEV_DIR)
+    require(DEV_DIR)
     results = []
-    for row in _sample_dev_rows():
+    for row in sample_dev_rows(14, exclude=RHYTHM_ONLY_PAGES):
         gray = decode_image(DEV_DIR / row["file"])
         results.append(
             (row["file"], row["label"], row["template"], find_lead_panels(gray), canonical_page(gray))
@@ -349,9 +318,9 @@ def test_real_sample_layouts(sample_pages):
 
 
 def test_real_full_resolution_jpegs_match_their_png_twins():
-    _require(FULLRES_DIR)
+    require(FULLRES_DIR)
     checked = 0
-    for row in _rows(FULLRES_DIR):
+    for row in label_rows(FULLRES_DIR):
         png_path = DATA_DIR / row["same_ecg_as"]
         if not png_path.is_file():
             continue
@@ -369,8 +338,8 @@ def test_real_full_resolution_jpegs_match_their_png_twins():
 @pytest.mark.parametrize("scale", [0.6, 1.3])
 def test_real_canonical_page_does_not_depend_on_resolution(scale):
     """Scaled copies of the full-resolution photos (other integer shrink factors at work)."""
-    _require(FULLRES_DIR)
-    for row in _rows(FULLRES_DIR)[::3]:
+    require(FULLRES_DIR)
+    for row in label_rows(FULLRES_DIR)[::3]:
         jpg = decode_image(FULLRES_DIR / row["file"])
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         scaled = cv2.resize(jpg, None, fx=scale, fy=scale, interpolation=interp)
@@ -382,8 +351,8 @@ def test_real_canonical_page_does_not_depend_on_resolution(scale):
 
 
 def test_real_canonical_pages_have_no_grid():
-    _require(FULLRES_DIR)
-    for row in _rows(FULLRES_DIR):
+    require(FULLRES_DIR)
+    for row in label_rows(FULLRES_DIR):
         if row["template"] != "3x4_grid":
             continue
         gray = decode_image(FULLRES_DIR / row["file"])
@@ -446,7 +415,7 @@ def test_real_canonical_pages_hold_no_pulses(sample_pages):
 
 
 def test_real_six_row_gridded_pages_are_6x2_without_rhythm_strip():
-    _require(DEV_DIR)
+    require(DEV_DIR)
     rel = "ECG Images of Patient that have History of MI (203)/PMI (113).png"
     gray = decode_image(DEV_DIR / rel)
     lay = find_lead_panels(gray)
@@ -459,7 +428,7 @@ def test_real_six_row_gridded_pages_are_6x2_without_rhythm_strip():
 
 
 def test_real_rhythm_strip_printout_is_refused():
-    _require(DEV_DIR)
+    require(DEV_DIR)
     for rel in RHYTHM_ONLY_PAGES:
         gray = decode_image(DEV_DIR / rel)
         with pytest.raises(NotAnEcgError, match="rhythm-strip"):
@@ -471,8 +440,8 @@ def test_real_rhythm_strip_printout_is_refused():
 
 def test_real_canonical_page_speed():
     """Budget ~40 ms per full-resolution page on one idle core; 150 ms leaves room for a busy CI box."""
-    _require(FULLRES_DIR)
-    gray = decode_image(FULLRES_DIR / _rows(FULLRES_DIR)[0]["file"])
+    require(FULLRES_DIR)
+    gray = decode_image(FULLRES_DIR / label_rows(FULLRES_DIR)[0]["file"])
     canonical_page(gray)
     times = []
     for _ in range(5):
@@ -484,8 +453,8 @@ def test_real_canonical_page_speed():
 
 @pytest.mark.slow
 def test_real_find_lead_panels_on_all_dev_pages():
-    _require(DEV_DIR)
-    rows = _rows(DEV_DIR)
+    require(DEV_DIR)
+    rows = label_rows(DEV_DIR)
     assert len(rows) >= 1000
     failures = []
     for row in rows:

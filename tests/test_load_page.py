@@ -1,16 +1,15 @@
 """Large uploads are analysed at working scale: JPEGs decoded reduced by libjpeg, others shrunk."""
 
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import DATA_DIR
 from synthetic import make_page
 
 from ecgdx.preprocessing import PreprocessSpec, load_page, preprocess, preprocess_with_details
 
-DATA = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = DATA_DIR
 
 
 def _page(width):

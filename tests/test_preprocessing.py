@@ -6,18 +6,15 @@ ECGDX_DATA_DIR (default <repo>/../shared/data) and are skipped only when that fo
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
-import os
 import struct
 import zlib
-from collections import defaultdict
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, label_rows, require, sample_dev_rows
 from synthetic import make_page as _make_page
 
 from ecgdx.errors import InvalidImageError
@@ -524,35 +521,7 @@ def test_corrupted_bytes_never_escape_as_other_errors(ext):
 # Real data (Mendeley ECG images)
 # --------------------------------------------------------------------------------------------------
 
-DATA_DIR = Path(
-    os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
-DEV_DIR = DATA_DIR / "mendeley-v1-dev"
-FULLRES_DIR = DATA_DIR / "mendeley-v1-fullres-samples"
 TEXT_DARK = 128  # gray level below which a pixel counts as printed ink in the independent check
-
-
-def _require(folder: Path) -> None:
-    if not folder.is_dir():
-        pytest.skip(f"data folder {folder} not found (set ECGDX_DATA_DIR)")
-
-
-def _rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "labels.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _sample_dev_rows(per_group: int = 10) -> list[dict[str, str]]:
-    """Deterministic sample: up to per_group files, evenly spread, per (class, template) group."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in sorted(_rows(DEV_DIR), key=lambda r: r["file"]):
-        groups[(row["label"], row["template"])].append(row)
-    sample = []
-    for key in sorted(groups):
-        rows = groups[key]
-        idx = np.unique(np.linspace(0, len(rows) - 1, min(per_group, len(rows))).round().astype(int))
-        sample.extend(rows[i] for i in idx)
-    return sample
 
 
 def _text_truth(gray: np.ndarray) -> dict[str, int] | None:
@@ -617,8 +586,8 @@ def _check_crop_against_text(gray: np.ndarray, box: tuple[int, int, int, int]) -
 
 def test_independent_text_check_catches_a_bad_crop():
     """The real-data check itself must fail on crops that include header or footer text."""
-    _require(DEV_DIR)
-    gray = decode_image(DEV_DIR / _rows(DEV_DIR)[0]["file"])
+    require(DEV_DIR)
+    gray = decode_image(DEV_DIR / label_rows(DEV_DIR)[0]["file"])
     height, width = gray.shape
     good = locate_trace_area(gray)
     assert _check_crop_against_text(gray, good) is None
@@ -629,13 +598,13 @@ def test_independent_text_check_catches_a_bad_crop():
 
 def test_real_crops_exclude_header_and_footer_text_on_a_sample():
     """All 11 full-resolution JPEGs plus >= 60 PNGs spread over every class and template."""
-    _require(DEV_DIR)
-    _require(FULLRES_DIR)
-    sample = _sample_dev_rows()
+    require(DEV_DIR)
+    require(FULLRES_DIR)
+    sample = sample_dev_rows(10)
     assert len(sample) >= 60
     assert {r["template"] for r in sample} == set(TEMPLATES)
     assert len({r["label"] for r in sample}) == 4
-    paths = [DEV_DIR / r["file"] for r in sample] + [FULLRES_DIR / r["file"] for r in _rows(FULLRES_DIR)]
+    paths = [DEV_DIR / r["file"] for r in sample] + [FULLRES_DIR / r["file"] for r in label_rows(FULLRES_DIR)]
     failures = []
     for path in paths:
         gray = decode_image(path)
@@ -646,9 +615,9 @@ def test_real_crops_exclude_header_and_footer_text_on_a_sample():
 
 
 def test_full_resolution_jpeg_matches_its_half_size_png():
-    _require(FULLRES_DIR)
+    require(FULLRES_DIR)
     mads = []
-    for row in _rows(FULLRES_DIR):
+    for row in label_rows(FULLRES_DIR):
         png_path = DATA_DIR / row["same_ecg_as"]
         if not png_path.is_file():
             continue
@@ -668,9 +637,9 @@ def test_full_resolution_jpeg_matches_its_half_size_png():
 @pytest.fixture(scope="module")
 def all_dev_pages():
     """(file, labelled template, detected template, crop problem or None) for every dev PNG."""
-    _require(DEV_DIR)
+    require(DEV_DIR)
     results = []
-    for row in _rows(DEV_DIR):
+    for row in label_rows(DEV_DIR):
         gray = decode_image(DEV_DIR / row["file"])
         problem = _check_crop_against_text(gray, locate_trace_area(gray))
         results.append((row["file"], row["template"], detect_template(gray), problem))

@@ -7,12 +7,11 @@ that folder is absent. wfdb and neurokit2 come with the [signal] extra.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from realdata import CINC_DIR, require
 
 from ecgdx.cli import main
 from ecgdx.labels import LEADS
@@ -20,8 +19,6 @@ from ecgdx.layout import find_lead_panels
 from ecgdx.preprocessing import decode_image
 from ecgdx.render import Distortions, load_record, printer_filter, render_page
 
-DATA_DIR = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-CINC_DIR = DATA_DIR / "ecg-signal-samples" / "cinc2021"
 FS = 500.0
 
 
@@ -136,13 +133,8 @@ def test_printer_filter_removes_wander_and_high_frequencies():
     assert np.std(out) == pytest.approx(np.std(tone), rel=0.1)
 
 
-def _require(folder: Path) -> None:
-    if not folder.is_dir():
-        pytest.skip(f"data folder {folder} not found (set ECGDX_DATA_DIR)")
-
-
 def test_load_record_reads_a_cinc_record_in_lead_order():
-    _require(CINC_DIR)
+    require(CINC_DIR)
     signals, fs = load_record(CINC_DIR / "E07500.hea")
     assert fs == 500 and signals.shape == (12, 5000)
     assert np.abs(signals).max() < 20  # mV, not digital units

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import os
 import shutil
 import sys
 import types
@@ -15,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from realdata import DATA_DIR, DEV_DIR
 
 from ecgdx.data import index
 from ecgdx.data.index import (
@@ -569,10 +569,8 @@ def test_conflicts_sidecar_round_trip(tmp_path):
 # Real data (shared/data/mendeley-v1-dev): skipped only when the folder is absent
 # ---------------------------------------------------------------------------------------------
 
-REAL_DATA_DIR = Path(
-    os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data")
-)
-REAL_DEV = REAL_DATA_DIR / "mendeley-v1-dev"
+REAL_DATA_DIR = DATA_DIR
+REAL_DEV = DEV_DIR
 
 
 @pytest.mark.slow
