@@ -11,12 +11,14 @@ rate is reported beside them. Distortions and severities (pages are the 50 % sca
 
     rotation      2, 5, 10 deg, random sign, white fill (a tilted scan)
     perspective   corners moved by 2, 4, 7 % of the short side; the sheet on a dark table
+    perspective_fill  the same corner shifts, the sheet filling the picture (no edge to find)
     blur          Gaussian sigma 1, 2, 3 px
     noise         Gaussian sigma 5, 10, 20 grey levels
     jpeg          quality 70, 50, 30
     shadow        brightness falloff across the page of 20, 35, 50 %
     low_res       the page shrunk to 50, 35, 25 % of its width
     photo         "moderate": rotation <= 5 deg, 2 % perspective on a table, 20 % shadow, JPEG 50
+    turn          the page turned counter-clockwise by 90, 180, 270 deg (a portrait or upside-down photo)
 
 The issue's target is a macro-F1 drop of at most 0.05 for the moderate photo, against clean pages.
 Not a test: it takes minutes (about 8,000 predictions for the 180 test pages).
@@ -41,12 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SEVERITIES = {
     "rotation": [2.0, 5.0, 10.0],
     "perspective": [0.02, 0.04, 0.07],
+    "perspective_fill": [0.02, 0.04, 0.07],
     "blur": [1.0, 2.0, 3.0],
     "noise": [5.0, 10.0, 20.0],
     "jpeg": [70, 50, 30],
     "shadow": [0.2, 0.35, 0.5],
     "low_res": [0.5, 0.35, 0.25],
     "photo": ["moderate"],
+    "turn": [90, 180, 270],
 }
 
 
@@ -61,6 +65,10 @@ def distort(gray: np.ndarray, kind: str, level, rng: np.random.Generator) -> np.
         return cv2.warpAffine(gray, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
     if kind == "perspective":
         return _on_table(gray, float(level), rng)
+    if kind == "perspective_fill":
+        return _filling_frame(gray, float(level), rng)
+    if kind == "turn":
+        return np.ascontiguousarray(np.rot90(gray, int(level) // 90))
     if kind == "blur":
         return cv2.GaussianBlur(gray, (0, 0), float(level))
     if kind == "noise":
@@ -90,6 +98,16 @@ def _on_table(gray: np.ndarray, share: float, rng: np.random.Generator) -> np.nd
     table = int(rng.integers(40, 110))
     return cv2.warpPerspective(gray, cv2.getPerspectiveTransform(corners, placed), size,
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=table)
+
+
+def _filling_frame(gray: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """The sheet photographed at an angle and filling the picture: corners moved inwards or
+    outwards, no table around it (where the sheet pulls in, white paper shows; no edge to find)."""
+    h, w = gray.shape
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    placed = (corners + rng.uniform(-1, 1, (4, 2)) * share * min(w, h)).astype(np.float32)
+    return cv2.warpPerspective(gray, cv2.getPerspectiveTransform(corners, placed), (w, h),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
 
 
 def _shadow(gray: np.ndarray, depth: float, rng: np.random.Generator) -> np.ndarray:

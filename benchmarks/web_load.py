@@ -361,9 +361,9 @@ class _server:
 
     def _token(self, env: dict) -> str:
         return self._manage_py(
-            "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+            "from django.contrib.auth.models import User; from diagnosis.api_tokens import api_token_create; "
             "u = User.objects.create_user('load', password='load-test-password-1'); "
-            "print(Token.objects.create(user=u).key)", env)
+            "print(api_token_create(user=u, replace_existing=False).token)", env)
 
     def rows(self) -> int:
         return int(self._manage_py("from diagnosis.models import Analysis; print(Analysis.objects.count())",

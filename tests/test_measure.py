@@ -126,3 +126,178 @@ def test_bad_arguments():
         measure({"II": np.zeros(100)}, 10)
     with pytest.raises(ValueError, match=r"\(12, N\)"):
         measure(np.zeros((3, 100)), FS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Intervals against ECGs built with known wave boundaries
+# --------------------------------------------------------------------------------------------------
+
+def _bump(t: np.ndarray, start: float, rise: float, fall: float) -> np.ndarray:
+    """0 outside [start, start + rise + fall]; a half-cosine up over rise s, down over fall s."""
+    up = (t >= start) & (t < start + rise)
+    down = (t >= start + rise) & (t <= start + rise + fall)
+    y = np.zeros_like(t)
+    y[up] = 0.5 * (1 - np.cos(np.pi * (t[up] - start) / rise))
+    y[down] = 0.5 * (1 + np.cos(np.pi * (t[down] - start - rise) / fall))
+    return y
+
+
+def built_ecg(rate: float, pr_ms: float, qrs_ms: float, qt_ms: float, *, p_wave: bool = True, noise_mv: float = 0.0,
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """12 leads (10 s at FS) of beats with exactly known P onset, QRS onset and offset and T end.
+
+    Every lead mixes the same Q, R, S, P and T waves with its own weights (signs and sizes vary as
+    between real leads); the QRS spans [onset, onset + qrs] in every lead, the T ends at onset + qt.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(10 * FS)) / FS
+    rr = 60.0 / rate
+    qrs, qt, pr = qrs_ms / 1000, qt_ms / 1000, pr_ms / 1000
+    waves = {name: np.zeros_like(t) for name in ("P", "Q", "R", "S", "T")}
+    for onset in np.arange(0.35, 10.0 - 0.2, rr):
+        waves["P"] += _bump(t, onset - pr, 0.05, 0.05)
+        waves["Q"] -= _bump(t, onset, 0.15 * qrs, 0.15 * qrs)
+        waves["R"] += _bump(t, onset + 0.3 * qrs, 0.2 * qrs, 0.2 * qrs)
+        waves["S"] -= _bump(t, onset + 0.7 * qrs, 0.15 * qrs, 0.15 * qrs)
+        waves["T"] += _bump(t, onset + qt - 0.26, 0.16, 0.10)
+    leads = {}
+    for i, lead in enumerate(LEADS):
+        w = rng.uniform(0.3, 1.0, 5) * rng.choice([-1, 1], 5)
+        w[[0, 4]] = np.abs(w[[0, 4]]) * (1 if i % 4 else -1)  # P and T share their sign, as usual
+        x = (0.15 * w[0] * waves["P"] * p_wave + 0.3 * w[1] * waves["Q"] + 1.2 * w[2] * waves["R"]
+             + 0.5 * w[3] * waves["S"] + 0.35 * w[4] * waves["T"])
+        leads[lead] = x + rng.normal(0, noise_mv, len(t)) if noise_mv else x
+    return leads
+
+
+def printed_3x4(leads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The leads as a 3x4 page prints them (2.5 s each, NaN elsewhere) plus the lead-II strip."""
+    out = {}
+    for i, lead in enumerate(LEADS):
+        y = np.full_like(leads[lead], np.nan)
+        i0 = (i // 3) * int(2.5 * FS)
+        y[i0 : i0 + int(2.5 * FS)] = leads[lead][i0 : i0 + int(2.5 * FS)]
+        out[lead] = y
+    out["rhythm"] = leads["II"].copy()
+    return out
+
+
+def assert_p_and_t_boundaries(m: Measurements, pr: float, qt: float) -> None:
+    """The built P and T waves leave the baseline as half-cosines, i.e. imperceptibly: the tangent
+    method (like a reader, who sees a wave once it is ~0.02 mV off the line) places P onset and T end
+    9-18 ms inside the mathematical support, so the allowed error is one-sided."""
+    assert pr - 15 <= m.pr_ms <= pr + 5
+    assert qt - 25 <= m.qt_ms <= qt + 5
+
+
+CASES = [(60, 160, 90, 400), (75, 200, 100, 380), (100, 130, 130, 330), (120, 140, 70, 300)]
+
+
+@pytest.mark.parametrize(("rate", "pr", "qrs", "qt"), CASES)
+def test_intervals_of_built_ecgs_with_known_boundaries(rate, pr, qrs, qt):
+    m = measure(built_ecg(rate, pr, qrs, qt, seed=rate), FS)
+    assert m.qrs_ms == pytest.approx(qrs, abs=10)
+    assert_p_and_t_boundaries(m, pr, qt)
+    assert m.heart_rate_bpm == pytest.approx(rate, abs=2)
+    assert {m.flags[k] for k in ("pr_ms", "qrs_ms", "qt_ms")} == {"ok"}, m.flag_reasons
+
+
+@pytest.mark.parametrize(("rate", "pr", "qrs", "qt"), CASES)
+def test_intervals_on_printed_windows_with_reading_noise(rate, pr, qrs, qt):
+    """2.5 s panels (2-4 beats each) + the strip, with 0.02 mV noise (a digitised line's jitter)."""
+    m = measure(printed_3x4(built_ecg(rate, pr, qrs, qt, noise_mv=0.02, seed=rate + 1)), FS)
+    assert m.rhythm_source == "rhythm" and len(m.leads_used) == 12  # the strip replaces the II panel
+    assert m.qrs_ms == pytest.approx(qrs, abs=10)
+    assert_p_and_t_boundaries(m, pr, qt)
+
+
+def test_window_edge_artefacts_do_not_widen_the_qrs():
+    """A panel's first and last samples carry label and separator ink: they must not be read as waves."""
+    leads = printed_3x4(built_ecg(75, 160, 90, 380, seed=4))
+    for lead in LEADS:
+        x = leads[lead]
+        finite = np.flatnonzero(np.isfinite(x))
+        x[finite[:8]] += 1.5  # a 16 ms spike at both ends of every window
+        x[finite[-8:]] -= 1.5
+    m = measure(leads, FS)
+    assert m.qrs_ms == pytest.approx(90, abs=10) and m.qt_ms == pytest.approx(380, abs=20)
+
+
+def test_an_ectopic_beat_is_left_out():
+    leads = built_ecg(70, 160, 90, 380, seed=5)
+    t = np.arange(int(10 * FS)) / FS
+    wide = _bump(t, 4.55, 0.08, 0.08)  # a wide, tall extra complex between two beats
+    for lead in LEADS:
+        leads[lead] = leads[lead] + 1.5 * wide
+    m = measure(leads, FS)
+    assert m.qrs_ms == pytest.approx(90, abs=10)
+
+
+def test_no_p_wave_gives_no_pr_and_says_why():
+    leads = built_ecg(90, 160, 90, 360, p_wave=False, noise_mv=0.01, seed=6)
+    m = measure(leads, FS)
+    assert m.pr_ms is None and m.flags["pr_ms"] == "not measured"
+    assert "P wave" in m.reasons["pr_ms"] and m.reasons["pr_ms"] == m.flag_reasons["pr_ms"]
+    assert m.qrs_ms == pytest.approx(90, abs=10)
+
+
+def test_an_impossible_qrs_is_not_reported_as_a_value():
+    m = measure(built_ecg(50, 160, 260, 560, seed=7), FS)
+    assert m.qrs_ms is None and m.flags["qrs_ms"] == "implausible"
+    assert "measuring error" in m.reasons["qrs_ms"] and "ms" in m.flag_reasons["qrs_ms"]
+
+
+def test_a_single_lead_gives_uncertain_intervals():
+    m = measure({"II": built_ecg(70, 160, 90, 380, seed=8)["II"]}, FS)
+    assert m.qrs_ms is not None and m.flags["qrs_ms"] == "uncertain"
+    assert "lead" in m.flag_reasons["qrs_ms"]
+
+
+def test_every_scalar_has_a_flag_and_a_reason():
+    for m in (measure(built_ecg(70, 160, 90, 380, seed=9), FS), measure({"II": np.zeros(5000)}, FS),
+              measure({"II": np.full(5000, np.nan)}, FS)):
+        for row in m.rows():
+            assert row["flag"] in {"ok", "uncertain", "implausible", "not measured"}
+            assert row["flag_reason"], row["key"]
+            assert (row["value"] is None) == (row["flag"] in {"implausible", "not measured"}), row
+        d = m.to_dict()
+        assert set(d["flags"]) == {name for name, _, _ in FIELDS} == set(d["flag_reasons"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Real records: diagnoses made by cardiologists give a truth the measuring code does not share
+# --------------------------------------------------------------------------------------------------
+
+def _record(name: str):
+    from realdata import CINC_DIR, require
+
+    from ecgdx.render import load_record
+
+    require(CINC_DIR)
+    return load_record(CINC_DIR / name)
+
+
+def test_right_bundle_branch_block_record_has_a_wide_qrs():
+    signals, fs = _record("E07509")  # Dx 59118001: right bundle branch block (QRS >= 120 ms)
+    m = measure(signals, fs)
+    assert m.qrs_ms >= 120 and m.flags["qrs_ms"] in {"ok", "uncertain"}
+
+
+@pytest.mark.parametrize("name", ["E07504", "E07507"])
+def test_prolonged_qt_records_have_a_long_qtc(name):
+    signals, fs = _record(name)  # Dx 111975006: prolonged QT interval
+    assert measure(signals, fs).qtc_bazett_ms > 450
+
+
+@pytest.mark.parametrize("name", ["E07500", "E07509"])
+def test_a_rendered_and_digitised_page_measures_like_its_record(name):
+    """The page adds little error: PR/QRS within 10 ms and QT within 20 ms of the original record."""
+    from ecgdx.digitize import digitize
+    from ecgdx.render import printer_filter, render_page
+
+    signals, fs = _record(name)
+    page = render_page(printer_filter(signals, fs), fs, layout="3x4", seed=1)
+    on_page, original = measure(digitize(page.image), 500.0), measure(signals, fs)
+    assert on_page.qrs_ms == pytest.approx(original.qrs_ms, abs=10)
+    assert on_page.pr_ms == pytest.approx(original.pr_ms, abs=10)
+    assert on_page.qt_ms == pytest.approx(original.qt_ms, abs=20)

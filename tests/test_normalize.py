@@ -7,9 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from realdata import DEV_DIR, require, sample_dev_rows
 
+from ecgdx.errors import InvalidImageError
 from ecgdx.inference import Predictor
-from ecgdx.normalize import find_sheet, normalize_page, rotate_page
+from ecgdx.normalize import find_sheet, normalize_page, page_perspective, rotate_page
+from ecgdx.orientation import detect_orientation, turn_page
 from ecgdx.preprocessing import load_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +82,102 @@ def test_the_predictor_reads_a_photo_like_its_scan():
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="uint8"):
         normalize_page(np.zeros((10, 10), np.float32))
+    with pytest.raises(ValueError, match="multiples of 90"):
+        turn_page(np.zeros((20, 30), np.uint8), 45)
+    with pytest.raises(InvalidImageError, match="uint8"):
+        detect_orientation(np.zeros((40, 40, 3), np.float64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Orientation
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quarters", [1, 2, 3])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_a_turned_page_is_turned_back_exactly(path, quarters):
+    gray = load_page(path).gray
+    turned = np.ascontiguousarray(np.rot90(gray, quarters))  # counter-clockwise
+    out, info = normalize_page(turned)
+    assert info.turn_deg == (4 - quarters) * 90
+    assert info.applied[0].startswith("orientation:")
+    assert info.to_dict()["turn_deg"] == info.turn_deg
+    # A quarter or half turn is lossless: the page comes back pixel for pixel.
+    assert out.shape == gray.shape and np.array_equal(out, gray)
+
+
+def test_turn_page_is_the_inverse_of_a_counter_clockwise_turn():
+    page = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for quarters in range(4):
+        assert np.array_equal(turn_page(np.rot90(page, quarters), (4 - quarters) % 4 * 90), page)
+
+
+def test_pictures_without_a_page_are_not_turned():
+    rng = np.random.default_rng(0)
+    portrait_noise = rng.integers(0, 256, (900, 600), dtype=np.uint8)
+    blank = np.full((600, 900), 250, np.uint8)
+    for picture in (portrait_noise, blank):
+        assert detect_orientation(picture).turn == 0
+
+
+def test_the_predictor_reads_a_turned_page_like_its_scan():
+    predictor = Predictor()
+    for path in EXAMPLES[:2]:
+        gray = load_page(path).gray
+        clean = predictor.predict(gray)
+        upside_down = predictor.predict(np.ascontiguousarray(np.rot90(gray, 2)))
+        assert upside_down.gate.ok
+        assert upside_down.label == clean.label
+        assert upside_down.probabilities == pytest.approx(clean.probabilities, abs=1e-6)
+        assert upside_down.preprocess["normalization"]["turn_deg"] == 180
+
+
+def test_real_pages_are_found_in_all_four_orientations():
+    """Real-data sample (both templates, every class); the full set is in docs/robustness.md."""
+    require(DEV_DIR)
+    rows = sample_dev_rows(per_group=4)
+    assert {r["template"] for r in rows} == {"3x4_grid", "6x2_nogrid"}
+    wrong = []
+    for row in rows:
+        gray = cv2.imread(str(DEV_DIR / row["file"]), cv2.IMREAD_GRAYSCALE)
+        for quarters in range(4):
+            found = detect_orientation(np.ascontiguousarray(np.rot90(gray, quarters))).turn
+            if found != (4 - quarters) % 4 * 90:
+                wrong.append((row["file"], quarters, found))
+    assert not wrong
+
+
+# --------------------------------------------------------------------------------------------------
+# Perspective without a sheet edge
+# --------------------------------------------------------------------------------------------------
+
+
+def _filling_perspective(gray: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """The page seen at an angle, filling the picture: corners moved by ``shifts`` pixels, white
+    where the sheet pulls in (no edge against a background to find)."""
+    h, w = gray.shape
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    matrix = cv2.getPerspectiveTransform(corners, (corners + shifts).astype(np.float32))
+    return cv2.warpPerspective(gray, matrix, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_perspective_is_straightened_from_the_page_lines(path):
+    gray = load_page(path).gray
+    # ~4 % of the short side: the top edge narrows and the page leans (keystone and shear).
+    shifts = np.float32([[30, 25], [-28, -20], [10, 15], [-12, 26]])
+    seen = _filling_perspective(gray, shifts)
+    assert find_sheet(seen) is None  # the sheet edge cannot be seen: the page lines must do it
+    before = page_perspective(seen)[1]
+    assert max(before["keystone_rows"], before["keystone_columns"], before["shear"]) > 0.02
+    out, info = normalize_page(seen)
+    assert any("page's own lines" in step for step in info.applied)
+    after = page_perspective(out)[1]
+    for name in ("row_slopes", "column_slopes"):
+        assert np.abs(after[name]).max() < 0.007, (name, before[name], after[name])
+
+
+def test_clean_scans_measure_no_perspective():
+    for path in EXAMPLES:
+        matrix, lines = page_perspective(load_page(path).gray)
+        assert matrix is None, lines

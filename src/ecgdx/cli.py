@@ -23,6 +23,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    from ecgdx.config import load_config
+    from ecgdx.cv import cross_validate
+
+    cross_validate(load_config(args.config, args.overrides), folds=args.folds, fold_seed=args.fold_seed,
+                   test_fold=args.test_fold, n_boot=args.n_boot)
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ecgdx.training import evaluate_command
 
@@ -63,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
     train.set_defaults(func=_train)
 
+    cv = sub.add_parser("cv", help="k-fold cross-validation over all pages of a manifest (resumable)")
+    cv.add_argument("--config", required=True, help="YAML experiment config, e.g. configs/cv-efficientnet_lite0.yaml")
+    cv.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable; unknown keys are errors)",
+    )
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    cv.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    cv.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
+    cv.add_argument(
+        "--no-test-fold", dest="test_fold", action="store_false",
+        help="deal all pages into folds (default: fold 0 is the manifest's test split, so the fold-0 model "
+             "is the train+val model and its predictions are the test split's last check)",
+    )
+    cv.set_defaults(func=_cv)
+
     evaluate = sub.add_parser("evaluate", help="evaluate a trained run or checkpoint on a manifest split")
     evaluate.add_argument("run", help="run directory or checkpoint file (.pt)")
     evaluate.add_argument("--data", help="manifest CSV (default: the one the run was trained on)")
@@ -85,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _reexec_with_tcmalloc(argv: list[str]) -> None:
     """Restart this process with tcmalloc preloaded: CPU training steps are 2-4x faster and steadier.
 
-    Only for ``ecgdx train`` started from a shell (never when tests call ``main(argv)``), only when
+    Only for ``ecgdx train`` and ``ecgdx cv`` started from a shell (never when tests call ``main(argv)``), only when
     Debian's libtcmalloc-minimal4 is installed, and never twice. ECGDX_NO_TCMALLOC=1 turns it off.
     """
     preload = os.environ.get("LD_PRELOAD", "")
@@ -105,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if from_shell and args.command == "train":
+    if from_shell and args.command in ("train", "cv"):
         _reexec_with_tcmalloc(argv)
     try:
         return int(args.func(args) or 0)

@@ -77,6 +77,9 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda"
     seed: int = 0
     max_batches_per_epoch: int = 0  # >0 caps an epoch (smoke tests only)
+    # Which checkpoint a run keeps: "best_val" (highest validation macro-F1, with early stopping) or
+    # "last" (the final epoch; cross-validation uses it, so the held-out fold never picks a checkpoint).
+    select: str = "best_val"
 
 
 @dataclass

@@ -204,6 +204,7 @@ def fit_temperature(
     *,
     bounds: tuple[float, float] = _TEMPERATURE_BOUNDS,
     tol: float = 1e-5,
+    offset: Any = None,
 ) -> float:
     """Temperature T minimising the validation NLL of softmax(logits_val / T).
 
@@ -213,6 +214,10 @@ def fit_temperature(
     minimum followed by golden-section search on log T is robust (no derivatives, no divergence,
     no dependence on a starting point). Fit on validation data only; fitting on the test set
     would leak. Returns 1.0 when the NLL is flat (e.g. all-equal logits).
+
+    offset: optional (C,) log-prior shift added after scaling, softmax(logits / T + offset), for a
+    model trained with a re-weighting sampler and calibrated at the data's class mix
+    (``ecgdx.decision``).
     """
     z = _as_logits(logits_val)
     y = _as_labels(y_val, z.shape[1], "y_val")
@@ -223,8 +228,10 @@ def fit_temperature(
     if not lo < hi:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
 
+    shift = np.zeros(z.shape[1]) if offset is None else np.asarray(offset, np.float64).reshape(1, -1)
+
     def f(u: float) -> float:
-        return _nll_at_temperature(z, y, math.exp(u))
+        return _nll_at_temperature(z + shift * math.exp(u), y, math.exp(u))
 
     grid = np.linspace(lo, hi, 41)
     values = np.array([f(u) for u in grid])

@@ -73,6 +73,7 @@ METADATA_KEYS: tuple[str, ...] = (
     "data_fingerprint",
     "test_metrics",
     "temperature",
+    "decision_rule",
     "parameters",
     "ecgdx_version",
     "exported_at",
@@ -165,6 +166,8 @@ def export_checkpoint(
     tolerance: float = PARITY_TOLERANCE,
     seed: int = 0,
     verbose: bool = True,
+    decision_rule: Any = None,
+    test_metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (``best.pt`` or its run directory) to a single self-describing ONNX file.
 
@@ -176,6 +179,11 @@ def export_checkpoint(
         tolerance: largest accepted absolute logit difference between onnxruntime and PyTorch.
         seed: seed of the random parity inputs.
         verbose: print the parity result.
+        decision_rule: an ``ecgdx.decision.DecisionRule`` (e.g. from ``ecgdx cv``'s
+            ``decision_rule.json``); its temperature replaces the checkpoint's. None: argmax at the
+            checkpoint's temperature, as models before decision rules.
+        test_metrics: replaces the checkpoint's headline test numbers (e.g. the cross-validation's
+            test-fold check).
 
     Returns:
         {"path", "metadata", "max_abs_diff", "parity_inputs", "bytes"}.
@@ -189,7 +197,9 @@ def export_checkpoint(
     checkpoint_path = Path(checkpoint)
     if checkpoint_path.is_dir():
         checkpoint_path = checkpoint_path / "best.pt"
-    metadata = build_metadata(ckpt, checkpoint_path)
+    metadata = build_metadata(ckpt, checkpoint_path, decision_rule=decision_rule)
+    if test_metrics is not None:
+        metadata["test_metrics"] = _jsonable(dict(test_metrics))
     onnx_bytes = _export_bytes(model, metadata, opset)
     inputs = _parity_inputs(metadata["preprocess"], check_images, seed)
     max_diff = parity_max_abs_diff(model, onnx_bytes, inputs)
@@ -208,7 +218,8 @@ def export_checkpoint(
             "bytes": len(onnx_bytes)}
 
 
-def build_metadata(ckpt: Mapping[str, Any], checkpoint_path: Path | None = None) -> dict[str, Any]:
+def build_metadata(ckpt: Mapping[str, Any], checkpoint_path: Path | None = None, *,
+                   decision_rule: Any = None) -> dict[str, Any]:
     """The metadata dict (``METADATA_KEYS``) of a checkpoint dict.
 
     model_version = "<model name>-<YYYYMMDD>-<first 8 hex of the weights' SHA-256>": the date is the
@@ -230,7 +241,10 @@ def build_metadata(ckpt: Mapping[str, Any], checkpoint_path: Path | None = None)
         "data_fingerprint": _jsonable(ckpt.get("data_fingerprint")),
         "test_metrics": _jsonable(ckpt.get("test_metrics")),
         # No temperature yet (calibration runs after training) = uncalibrated softmax.
-        "temperature": float(ckpt.get("temperature") or 1.0),
+        "temperature": float(decision_rule.temperature if decision_rule is not None
+                             else ckpt.get("temperature") or 1.0),
+        # None = argmax at that temperature (models exported before decision rules read the same way).
+        "decision_rule": None if decision_rule is None else decision_rule.to_dict(),
         "parameters": int(ckpt.get("parameters") or 0),
         "ecgdx_version": __version__,
         "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

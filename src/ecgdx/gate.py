@@ -40,10 +40,17 @@ non-ECGs (photo with fur texture, blank page, black image, chest X-ray, text scr
 random noise, a sine wave; 5 seeds each) score at most 0.30 (noise, in which preprocessing "finds"
 calibration pulses). 0.45 lies between, with a margin of 0.1 on both sides.
 
+Each weak check's sentence says what to do about it ("photograph the whole page", "hold the camera
+still"). A refused picture, and any page without calibration pulses at the left, is also checked for its
+orientation (``ecgdx.orientation``): a page on its side or upside down is refused (an upside-down
+page keeps its trace rows and would otherwise pass, to be read wrongly) and told, first of its
+reasons, to rotate the picture. (``ecgdx.normalize`` turns such pages upright before the gate sees
+them in ``Predictor``; this catches pages that reach the gate unturned.)
+
 Limits: the checks know what a printed ECG looks like, not whether its content is plausible: an ECG
 printed without calibration pulses scores ~0.7-0.78 and passes; a photo of an ECG on a monitor,
-or a hand-drawn one, may pass. Pages rotated by more than a few degrees lose their rows and fail
-(preprocessing does not rotate them either). Synthetic look-alikes such as slanted tables with
+or a hand-drawn one, may pass. Pages tilted by more than a few degrees lose their rows and fail
+(``ecgdx.normalize`` straightens tilts up to 15 degrees before the gate runs). Synthetic look-alikes such as slanted tables with
 spike-like marks are not covered by the calibration.
 """
 
@@ -56,6 +63,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ecgdx.orientation import detect_orientation
 from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
 
 __all__ = ["GATE_THRESHOLD", "GateResult", "assess_page"]
@@ -136,7 +144,17 @@ def assess_page(gray: Any, *, details: PreprocessDetails | None = None) -> GateR
         if checks[name]["score"] < 0.5:
             reasons.append((checks[name]["score"], message))
     reasons.sort(key=lambda r: r[0])
-    return GateResult(score >= GATE_THRESHOLD, round(score, 4), [m for _, m in reasons], checks)
+    ok = score >= GATE_THRESHOLD
+    if not ok or checks["pulses"]["score"] < 1.0:
+        # Only pages without pulses at the left pay for this (~4 ms). A page on its side fails the
+        # row checks, and its user needs to hear that turning it is the fix; an upside-down page
+        # keeps its rows and would pass, but would be read wrongly (its pulses are at the right).
+        turn = detect_orientation(gray).turn
+        checks["orientation"] = {"turn_deg": turn}
+        if turn:
+            ok = False
+            reasons.insert(0, (-1.0, _TURN_ADVICE[turn]))
+    return GateResult(ok, round(score, 4), [m for _, m in reasons], checks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,19 +323,36 @@ def _percentiles(gray: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
 
 
 def _messages(checks: dict[str, Any]) -> dict[str, str]:
-    """One user-facing sentence per check, used when its sub-score is low."""
+    """One user-facing sentence per check, used when its sub-score is low: what was wrong, then
+    what to do about it."""
     c = checks
     return {
         "qrs_rows": f"no rows of ECG traces with QRS complexes found ({c['qrs_rows']['rows']} of the "
-        f"{_FULL_ROWS} or more a 12-lead page has)",
-        "long_traces": f"too few long trace lines across the page ({c['long_traces']['rows']} rows)",
-        "pulses": "no calibration pulses (the 1 mV squares at the left of the trace rows) found",
+        f"{_FULL_ROWS} or more a 12-lead page has): photograph the whole page, straight on, with the "
+        "lead labels at the left",
+        "long_traces": f"too few long trace lines across the page ({c['long_traces']['rows']} rows): "
+        "photograph the whole page, not a part of it, with the traces running from left to right",
+        "pulses": "no calibration pulses (the 1 mV squares at the left of the trace rows) found: make "
+        "sure the left edge of the page is in the picture",
         "exposure": f"too dark or washed out (paper brightness {c['exposure']['paper_level']:.0f}/255, "
-        f"contrast {c['exposure']['contrast']:.0f})",
-        "ink": f"ink covers {100 * c['ink']['fraction']:.1f} % of the picture; a printout has about 1-15 %",
-        "sharpness": f"too blurred (Laplacian variance {c['sharpness']['laplacian_var']:.0f})",
-        "aspect": f"unusual shape {c['aspect']['width_over_height']:.2f}:1 (a landscape page is about 1.41:1)",
+        f"contrast {c['exposure']['contrast']:.0f}): take the picture in even light, without flash glare",
+        "ink": f"ink covers {100 * c['ink']['fraction']:.1f} % of the picture; a printout has about 1-15 %: "
+        "upload a picture of the printed ECG page itself",
+        "sharpness": f"too blurred (Laplacian variance {c['sharpness']['laplacian_var']:.0f}): hold the "
+        "camera still and let it focus on the traces",
+        "aspect": f"unusual shape {c['aspect']['width_over_height']:.2f}:1 (a landscape page is about "
+        "1.41:1): photograph the whole page in landscape, without cropping it",
     }
+
+
+_TURN_ADVICE = {
+    90: "the page seems to lie on its side, its top at the right: rotate the picture a quarter turn to "
+    "the left so that the lead labels are at the left and the header at the top",
+    180: "the page seems to be upside down: rotate the picture half a turn so that the lead labels are "
+    "at the left and the header at the top",
+    270: "the page seems to lie on its side, its top at the left: rotate the picture a quarter turn to "
+    "the right so that the lead labels are at the left and the header at the top",
+}
 
 
 def _ramp(value: float, lo: float, hi: float) -> float:

@@ -11,7 +11,8 @@ Usage::
 One ``Predictor`` holds one onnxruntime session, created once and reused by every call. Per page:
 
     decode_image -> preprocess_with_details (spec from the model's metadata) -> gate.assess_page
-    -> onnxruntime -> softmax(logits / temperature)
+    -> onnxruntime -> the model's decision rule (``ecgdx.decision``: calibrated probabilities at the
+    data's class mix and at a balanced prior, and the decided class)
 
 If the gate says the picture is not a readable ECG page, no diagnosis is made (``label`` None, no
 probabilities) unless ``force=True``; ``strict=True`` raises ``NotAnEcgError`` instead.
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgdx.decision import DecisionRule
 from ecgdx.errors import EcgdxError, ModelError, NotAnEcgError
 from ecgdx.export import INPUT_NAME, OUTPUT_NAME, decode_metadata, open_session
 from ecgdx.gate import GateResult, assess_page
@@ -60,8 +62,12 @@ class Prediction:
     source: the path given (str), or None for bytes / arrays.
     label, display_name: predicted class key and its human name; None when the gate refused the
         picture (no diagnosis is made for pictures that do not look like an ECG page).
-    probabilities: class key -> probability (temperature-calibrated softmax, sums to 1); empty when
-        the gate refused the picture.
+    probabilities: class key -> probability at the development data's class mix (calibrated on
+        out-of-fold predictions, sums to 1); empty when the gate refused the picture.
+    balanced_probabilities: the same with all four classes equally likely beforehand; the
+        decision rule reads these (``ecgdx.decision``). Empty when refused.
+    decision_rule: how ``label`` was chosen from them: "balanced_prior", "fitted_thresholds", or
+        "argmax" (of ``probabilities``; models exported before decision rules).
     model_version: ``model_version`` from the ONNX metadata.
     gate: the quality gate's verdict (``ecgdx.gate.GateResult``).
     timings_ms: milliseconds of decode, preprocess, gate, inference (for a batch: its share), explain
@@ -84,6 +90,8 @@ class Prediction:
     forced: bool = False
     explanation: Any = None
     model_input: np.ndarray | None = None
+    balanced_probabilities: dict[str, float] | None = None
+    decision_rule: str = "argmax"
 
     @property
     def diagnosed(self) -> bool:
@@ -97,6 +105,8 @@ class Prediction:
             "label": self.label,
             "display_name": self.display_name,
             "probabilities": dict(self.probabilities),
+            "balanced_probabilities": dict(self.balanced_probabilities or {}),
+            "decision_rule": self.decision_rule,
             "model_version": self.model_version,
             "gate": self.gate.to_dict(),
             "timings_ms": dict(self.timings_ms),
@@ -185,6 +195,13 @@ class Predictor:
         self.temperature = float(self.metadata["temperature"])
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ModelError(f"{label} has an invalid temperature {self.temperature!r}")
+        rule = self.metadata.get("decision_rule")
+        if rule is None:
+            self.rule = DecisionRule(name="argmax", temperature=self.temperature)
+        elif isinstance(rule, dict):
+            self.rule = DecisionRule.from_dict(rule)
+        else:
+            raise ModelError(f"{label} has an unreadable decision rule {rule!r}")
         self.model_version = str(self.metadata.get("model_version", "unknown"))
         self.display_names = {k: DISPLAY_NAMES[k] for k in CLASS_KEYS}
         self._check_io(label)
@@ -209,8 +226,12 @@ class Predictor:
     # ------------------------------------------------------------------------------------- core
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1, H, W) float32 model inputs -> (N, 4) calibrated probabilities (float64)."""
-        return softmax(self.logits(batch) / self.temperature)
+        """(N, 1, H, W) float32 model inputs -> (N, 4) calibrated probabilities at the data's class mix."""
+        return self.rule.data_prior_probabilities(self.logits(batch))
+
+    def balanced_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, H, W) float32 model inputs -> (N, 4) probabilities at a balanced prior."""
+        return self.rule.balanced_probabilities(self.logits(batch))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, H, W) float32 model inputs -> (N, 4) raw logits (float64)."""
@@ -333,24 +354,29 @@ class Predictor:
     ) -> list[Prediction]:
         """Run inference on the pages that passed the gate (or all, when forced) as one batch."""
         todo = [i for i, p in enumerate(prepared) if p.gate.ok or force]
-        probs: dict[int, np.ndarray] = {}
+        logits: dict[int, np.ndarray] = {}
         share = 0.0
         if todo:
             t0 = time.perf_counter()
             batch = np.stack([prepared[i].tensor for i in todo])
             # Runs of at most RUN_BATCH pages (see RUN_BATCH for why not the whole chunk).
-            out = [self.probabilities(batch[j : j + RUN_BATCH]) for j in range(0, len(batch), RUN_BATCH)]
-            probs = dict(zip(todo, np.concatenate(out), strict=True))
+            out = [self.logits(batch[j : j + RUN_BATCH]) for j in range(0, len(batch), RUN_BATCH)]
+            logits = dict(zip(todo, np.concatenate(out), strict=True))
             share = _ms((time.perf_counter() - t0) / len(todo))
+        probs = {i: self.rule.data_prior_probabilities(z)[0] for i, z in logits.items()}
+        balanced = {i: self.rule.balanced_probabilities(z)[0] for i, z in logits.items()}
+        decided = {i: int(self.rule.decide(z)[0]) for i, z in logits.items()}
         results = []
         for i, p in enumerate(prepared):
             timings = dict(p.timings_ms, inference=share if i in probs else 0.0)
             label = display = None
             probabilities: dict[str, float] = {}
+            balanced_probabilities: dict[str, float] = {}
             explanation = None
             if i in probs:
                 probabilities = {k: float(v) for k, v in zip(CLASS_KEYS, probs[i], strict=True)}
-                label = CLASS_KEYS[int(np.argmax(probs[i]))]
+                balanced_probabilities = {k: float(v) for k, v in zip(CLASS_KEYS, balanced[i], strict=True)}
+                label = CLASS_KEYS[decided[i]]
                 display = self.display_names[label]
                 if explain:
                     t0 = time.perf_counter()
@@ -361,7 +387,8 @@ class Predictor:
                 source=p.source, label=label, display_name=display, probabilities=probabilities,
                 model_version=self.model_version, gate=p.gate, timings_ms=timings,
                 preprocess=_details_dict(p.details, p.normalization), forced=bool(i in probs and not p.gate.ok),
-                explanation=explanation,
+                explanation=explanation, balanced_probabilities=balanced_probabilities,
+                decision_rule=self.rule.name,
             ))
         return results
 

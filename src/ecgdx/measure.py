@@ -1,23 +1,45 @@
-"""ECG interval and amplitude measurements from (digitised) 12-lead signals, via neurokit2.
+"""ECG interval and amplitude measurements from (digitised) 12-lead signals.
 
 ``measure(signals, fs) -> Measurements``: heart rate, RR variability (SDNN, RMSSD), PR, QRS, QT,
-QTc (Bazett and Fridericia), frontal QRS axis and the ST level of every lead. R peaks come from
-``neurokit2.ecg_peaks`` and the wave boundaries from ``neurokit2.ecg_delineate`` (discrete wavelet
-method) on one "rhythm" signal: the 10 s lead-II rhythm strip when there is one, else the lead with
-the longest stretch of signal (lead II preferred). The printed panels share the strip's time axis,
-so its beats also locate the QRS complexes of the short 2.5 s panels (axis, ST).
+QTc (Bazett and Fridericia), frontal QRS axis and the ST level of every lead.
 
-Every quantity is a float or None; a None always has a reason in ``Measurements.reasons`` (too
-few beats, delineation failed, a value outside the physiological range, ...). Nothing here raises
-on bad signals except a malformed argument (wrong shape, fs).
+How the intervals are found (a printed page gives each lead only 2.5 s or 5 s, i.e. 2-6 beats, and
+its traces carry the reading noise of a digitised line, so single-beat, single-lead delineation is
+not good enough):
 
-Definitions (medians over beats): PR = P onset to QRS onset; QRS = QRS onset to QRS offset;
-QT = QRS onset to T offset; QTc_Bazett = QT / sqrt(RR / 1 s); QTc_Fridericia = QT / (RR / 1 s)^(1/3)
+1. R peaks (``neurokit2.ecg_peaks``) on one "rhythm" signal: the 10 s lead-II strip when there is
+   one, else the lead with the longest stretch of signal. The printed panels share the strip's time
+   axis, so its beats locate the complexes of every short panel.
+2. Beats that do not look like the dominant beat on the rhythm signal (ectopics, artefacts) are left
+   out, and the rest are aligned on the rhythm signal by cross-correlation.
+3. A **median beat per lead** from that lead's own beats. Samples near the ends of a printed window
+   are not used (a panel starts under its printed label and ends at a separator line) and a beat
+   only counts where its QRS lies fully inside the window.
+4. **Global QRS onset and offset** across leads: the sum over leads of the absolute slope of the
+   median beats (a spatial velocity); the QRS is the stretch where it stays above a threshold set
+   between its noise floor and its peak.
+5. **T end** by the tangent method (steepest descent of the T wave after its peak, extended to the
+   isoelectric level) on every lead with a clear T wave; QT ends at the median of those T ends.
+6. **P onset** by the tangent method on the rising limb of the P wave in the mean absolute deviation
+   of all leads from their PR-segment level (P waves of both polarities add up); no clear P wave (atrial fibrillation, a P too small to read) gives
+   no PR.
+
+Every quantity is a float or None; a None always has a reason in ``Measurements.reasons``. Every
+scalar also has a plausibility flag in ``Measurements.flags`` (``ok``, ``uncertain``, ``implausible``
+or ``not measured``) and, for every flag, a plain-words reason in ``Measurements.flag_reasons``. An
+implausible value (outside physiological limits: a measuring error, not a finding) is reported as
+None. An uncertain one is kept but should be shown as such: its boundaries are not sharp (the
+interval changes by more than a tolerance when the detection threshold changes), too few beats or
+leads were usable, or the wave is too small to place reliably. Nothing here raises on bad signals
+except a malformed argument (wrong shape, fs).
+
+Definitions: PR = P onset to QRS onset; QRS = QRS onset to QRS offset; QT = QRS onset to T end
+(global, across leads); QTc_Bazett = QT / sqrt(RR / 1 s); QTc_Fridericia = QT / (RR / 1 s)^(1/3)
 with RR the mean RR interval; axis = atan2(net QRS of aVF, net QRS of I) in degrees (-180..180],
 net = (max - baseline) + (min - baseline) over the QRS; ST = signal at J + 60 ms minus the PR-segment
 baseline, J = QRS offset. Units: ms, bpm, degrees, mV.
 
-Needs neurokit2 (``pip install 'ecgdx[signal]'``), imported on first use.
+Needs neurokit2 (``pip install 'ecgdx[signal]'``) for R peaks, imported on first use.
 """
 
 from __future__ import annotations
@@ -32,7 +54,7 @@ import numpy as np
 
 from ecgdx.labels import LEADS
 
-__all__ = ["FIELDS", "Measurements", "measure"]
+__all__ = ["FIELDS", "FLAG_IMPLAUSIBLE", "FLAG_OK", "FLAG_UNCERTAIN", "FLAG_UNMEASURED", "Measurements", "measure"]
 
 # (attribute, label, unit) of the scalar measurements, in display order.
 FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -46,17 +68,41 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("qtc_fridericia_ms", "QTc (Fridericia)", "ms"),
     ("axis_deg", "Frontal QRS axis", "deg"),
 )
-# Plausible ranges: values outside are reported as None (a delineation error, not a finding).
+FLAG_OK = "ok"
+FLAG_UNCERTAIN = "uncertain"
+FLAG_IMPLAUSIBLE = "implausible"
+FLAG_UNMEASURED = "not measured"
+
+# Physiological limits: a value outside is a measuring error, reported as None (flag implausible).
 _RANGES = {
     "heart_rate_bpm": (20.0, 300.0),
-    "pr_ms": (60.0, 400.0),
-    "qrs_ms": (40.0, 250.0),
-    "qt_ms": (200.0, 700.0),
+    "pr_ms": (70.0, 400.0),
+    "qrs_ms": (50.0, 200.0),
+    "qt_ms": (200.0, 650.0),
+    "qtc_bazett_ms": (280.0, 650.0),
+    "qtc_fridericia_ms": (280.0, 650.0),
 }
 # The rhythm signal needs this much contiguous signal (s) for rate and delineation.
 _MIN_RHYTHM_S = 4.0
-# A short panel (2.5 s) needs this much signal (s) around a beat to measure its axis / ST.
 _ST_OFFSET_S = 0.06
+# Median beats: samples within this distance (s) of a printed window's ends are not used.
+_EDGE_GUARD_S = 0.04
+# A beat counts in a lead only if this span around its R peak (s) is fully printed: the whole QRS.
+_CORE_S = (-0.16, 0.20)
+# Rhythm-signal beats correlating less than this with the median beat are not dominant beats.
+_DOMINANT_CORRELATION = 0.8
+# QRS threshold: noise floor + this fraction of (peak - noise floor) of the spatial velocity; the
+# second fraction checks that the boundaries are sharp.
+_QRS_FRACTION = 0.10
+_QRS_CHECK_FRACTION = 0.20
+# Interval changes (ms) beyond which a boundary counts as not sharp.
+_SHARPNESS_MS = {"qrs_ms": 20.0, "qt_ms": 30.0, "pr_ms": 30.0}
+# Smallest T and P waves (mV) that can be placed reliably on a digitised page (~0.5 mm and 0.4 mm).
+_MIN_T_MV = 0.05
+_MIN_P_MV = 0.04
+# The least beats / leads behind an interval that is not flagged uncertain.
+_MIN_BEATS = 3
+_MIN_LEADS = 3
 
 
 @dataclass
@@ -66,6 +112,9 @@ class Measurements:
     st_mv: lead -> ST level (mV) or None. beats: R peaks found in the rhythm signal.
     rhythm_source: which signal gave rate, RR and intervals ('rhythm' = the strip, or a lead name).
     reasons: field name (or 'st:<lead>') -> why it is None.
+    flags: scalar field name -> FLAG_OK, FLAG_UNCERTAIN, FLAG_IMPLAUSIBLE or FLAG_UNMEASURED.
+    flag_reasons: scalar field name -> why it has its flag, in plain words.
+    leads_used: the signals whose median beat entered the interval measurement.
     """
 
     heart_rate_bpm: float | None = None
@@ -81,6 +130,9 @@ class Measurements:
     beats: int = 0
     rhythm_source: str | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
+    flag_reasons: dict[str, str] = field(default_factory=dict)
+    leads_used: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (floats rounded: 0.1 ms/bpm/deg, 1 uV)."""
@@ -92,10 +144,11 @@ class Measurements:
         return out
 
     def rows(self) -> list[dict[str, Any]]:
-        """[{key, label, value, unit, reason}] of the scalar measurements, for tables."""
+        """[{key, label, value, unit, reason, flag, flag_reason}] of the scalar measurements, for tables."""
         return [
             {"key": name, "label": label, "value": getattr(self, name), "unit": unit,
-             "reason": self.reasons.get(name, "")}
+             "reason": self.reasons.get(name, ""), "flag": self.flags.get(name, FLAG_UNMEASURED),
+             "flag_reason": self.flag_reasons.get(name, "")}
             for name, label, unit in FIELDS
         ]
 
@@ -131,7 +184,7 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
         result.reasons.update({name: f"no signal of at least {_MIN_RHYTHM_S:g} s to find beats in"
                                for name, _, _ in FIELDS})
         result.reasons.update({f"st:{lead}": "no beats found" for lead in LEADS})
-        return result
+        return _finish(result)
     result.rhythm_source = source
     import neurokit2 as nk
 
@@ -141,21 +194,22 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
             cleaned = nk.ecg_clean(segment, sampling_rate=int(round(fs)))
             _, info = nk.ecg_peaks(cleaned, sampling_rate=int(round(fs)))
         peaks = np.asarray(info["ECG_R_Peaks"], int)
-    except Exception as exc:  # neurokit2 raises assorted errors on flat or odd signals
+    except Exception as exc:  # noqa: BLE001 - neurokit2 raises assorted errors on flat or odd signals
         result.reasons.update({name: f"R-peak detection failed ({type(exc).__name__})" for name, _, _ in FIELDS})
-        return result
+        return _finish(result)
+    peaks = _search_back(cleaned, peaks, fs)
     result.beats = int(len(peaks))
     _rate(result, peaks, fs)
-    waves = _delineate(nk, cleaned, peaks, fs, result)
-    _intervals(result, waves, peaks, fs)
-    beats = _beats(waves, peaks, offset, fs)
+    delineation = _delineate(leads, source, peaks + offset, fs, result)
+    _intervals(result, delineation, peaks, fs)
+    beats = _beats(delineation, fs)
     _axis(result, leads, beats, fs)
     _st(result, leads, beats, fs)
-    return result
+    return _finish(result)
 
 
 # --------------------------------------------------------------------------------------------------
-# Steps
+# Input and rate
 # --------------------------------------------------------------------------------------------------
 
 
@@ -207,6 +261,46 @@ def _rhythm_signal(leads: dict[str, np.ndarray], fs: float) -> tuple[str | None,
     return name, leads[name][start:end], start
 
 
+def _search_back(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
+    """peaks without the ones too small to be QRS complexes, plus the beats the detector missed: in
+    an RR interval over 1.5 times the median, the place most like the median QRS (correlation
+    >= 0.9, >= 60 % of its swing), if any. Irregular rhythms (atrial fibrillation) are where
+    detectors miss beats, and a missed beat lowers the rate."""
+    if len(peaks) < 3:
+        return peaks
+    half = int(round(0.05 * fs))
+    inside = [int(p) for p in peaks if half <= p < len(x) - half]
+    if len(inside) < 3:
+        return peaks
+    template = np.median([x[p - half : p + half + 1] for p in inside], axis=0)
+    swing = float(np.ptp(template))
+    median_rr = float(np.median(np.diff(peaks)))
+    refractory = int(round(0.25 * fs))
+    # a small "beat" unlike the QRS is a T wave or a reading artefact (a big unlike one is an ectopic)
+    found = [int(p) for p in peaks if not half <= p < len(x) - half or _qrs_like(x[p - half : p + half + 1], template)]
+    peaks = np.asarray(found, int)
+    median_rr = float(np.median(np.diff(peaks))) if len(peaks) >= 2 else median_rr
+    for a, b in zip(peaks[:-1], peaks[1:], strict=True):
+        if b - a < 1.5 * median_rr:
+            continue
+        best, best_r = None, 0.9
+        for c in range(int(a) + refractory, int(b) - refractory + 1):
+            if c - half < 0 or c + half >= len(x):
+                continue
+            part = x[c - half : c + half + 1]
+            r = _correlation(part, template)
+            if r > best_r and np.ptp(part) >= 0.6 * swing:
+                best, best_r = c, r
+        if best is not None:
+            found.append(best)
+    return np.asarray(sorted(found), int)
+
+
+def _qrs_like(part: np.ndarray, template: np.ndarray) -> bool:
+    swing = float(np.ptp(template))
+    return float(np.ptp(part)) >= 0.6 * swing or (float(np.ptp(part)) >= 0.3 * swing and _correlation(part, template) >= 0.5)
+
+
 def _rate(result: Measurements, peaks: np.ndarray, fs: float) -> None:
     """Heart rate and RR variability from R-peak sample indices."""
     if len(peaks) < 2:
@@ -218,6 +312,7 @@ def _rate(result: Measurements, peaks: np.ndarray, fs: float) -> None:
     lo, hi = _RANGES["heart_rate_bpm"]
     if not lo <= rate <= hi:
         result.reasons["heart_rate_bpm"] = f"{rate:.0f} bpm is outside {lo:.0f}-{hi:.0f}: beats were missed or doubled"
+        result.flags["heart_rate_bpm"] = FLAG_IMPLAUSIBLE
     else:
         result.heart_rate_bpm = rate
     if len(rr) < 3:
@@ -228,57 +323,403 @@ def _rate(result: Measurements, peaks: np.ndarray, fs: float) -> None:
     result.rr_rmssd_ms = float(np.sqrt(np.mean(np.diff(rr) ** 2)))
 
 
-def _delineate(nk, cleaned: np.ndarray, peaks: np.ndarray, fs: float, result: Measurements) -> dict | None:
-    """neurokit2's DWT delineation (dict of per-beat sample indices, NaN = not found) or None."""
+# --------------------------------------------------------------------------------------------------
+# Median beats and global delineation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Delineation:
+    """Global wave boundaries, in samples relative to the beats' fiducial point (the aligned R peak).
+
+    fiducials: record sample index of every dominant beat. Boundaries are None when not found;
+    *_check: the same boundary at the stricter threshold (for the sharpness check).
+    """
+
+    fiducials: np.ndarray
+    rr_s: float
+    beats_used: int
+    leads_used: list[str]
+    qrs_on: float | None = None
+    qrs_off: float | None = None
+    qrs_check: float | None = None  # QRS duration (samples) at the stricter threshold
+    t_end: float | None = None
+    t_end_spread: float | None = None  # samples between the T ends of the leads with clear T waves
+    t_amplitude: float = 0.0
+    p_on: float | None = None
+    p_on_spread: float | None = None  # samples between the tangent onset and the quarter-height point
+    p_amplitude: float = 0.0
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _delineate(leads: dict[str, np.ndarray], source: str, peaks: np.ndarray, fs: float,
+               result: Measurements) -> _Delineation | None:
+    """Median beats of every lead and the global QRS, T end and P onset (None: too few beats)."""
     if len(peaks) < 2:
         for name in ("pr_ms", "qrs_ms", "qt_ms"):
             result.reasons[name] = "too few beats to delineate"
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=int(round(fs)), method="dwt")
-    except Exception as exc:  # noqa: BLE001 - neurokit2 fails in many ways on short/odd signals
+    rr_s = float(np.median(np.diff(peaks))) / fs
+    pre = int(round(min(0.42, 0.55 * rr_s) * fs))
+    post = int(round(min(0.70, 0.90 * rr_s) * fs))
+    fiducials = _dominant_beats(_guarded(leads[source], fs), peaks, pre, post, fs)
+    if len(fiducials) < 2:
         for name in ("pr_ms", "qrs_ms", "qt_ms"):
-            result.reasons[name] = f"wave delineation failed ({type(exc).__name__})"
+            result.reasons[name] = "fewer than 2 beats look alike on the rhythm signal"
         return None
-    return {k: np.array([np.nan if v is None else float(v) for v in vals]) for k, vals in waves.items()}
+    medians: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for name, x in leads.items():
+        if name == "II" and source == "rhythm":
+            continue  # the strip is lead II with more beats; counting II twice would weight it double
+        beat, count = _median_beat(_guarded(x, fs), fiducials, pre, post, fs)
+        if beat is not None:
+            medians[name], counts[name] = beat, count
+    d = _Delineation(fiducials=fiducials, rr_s=rr_s, beats_used=max(counts.values(), default=0),
+                     leads_used=sorted(medians, key=lambda n: -1 if n == "rhythm" else LEADS.index(n)))
+    result.leads_used = list(d.leads_used)
+    if not medians:
+        for name in ("pr_ms", "qrs_ms", "qt_ms"):
+            result.reasons[name] = "no lead has a complete QRS complex inside its printed window"
+        return None
+    _qrs_bounds(d, medians, pre, fs)
+    if d.qrs_on is not None and d.qrs_off is not None:
+        _t_end(d, medians, pre, fs)
+        _p_onset(d, medians, pre, fs)
+    return d
 
 
-def _median_interval(waves: dict, start_key: str, end_key: str, fs: float) -> tuple[float | None, int]:
-    """Median of (end - start) in ms over beats where both exist and end > start; and the count."""
-    a, b = waves.get(start_key), waves.get(end_key)
-    if a is None or b is None:
+def _guarded(x: np.ndarray, fs: float) -> np.ndarray:
+    """x with the samples near the ends of every finite run set to NaN (window-edge artefacts)."""
+    guard = int(round(_EDGE_GUARD_S * fs))
+    finite = np.isfinite(x)
+    if guard <= 0 or not finite.any():
+        return x
+    width = 2 * guard + 1
+    inside = np.convolve(finite.astype(np.int32), np.ones(width, np.int32), mode="same") == width
+    return np.where(inside, x, np.nan)
+
+
+def _segments(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> np.ndarray:
+    """(beats, pre + post + 1) samples around each fiducial (NaN outside x); only beats whose core
+    span (the whole QRS) is finite."""
+    n = len(x)
+    core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
+    rows = []
+    for f in fiducials:
+        if f + core0 < 0 or f + core1 >= n or not np.isfinite(x[f + core0 : f + core1 + 1]).all():
+            continue
+        row = np.full(pre + post + 1, np.nan)
+        lo, hi = max(0, f - pre), min(n, f + post + 1)
+        row[lo - (f - pre) : hi - (f - pre)] = x[lo:hi]
+        # Baseline wander shifts whole beats; their median over the QRS span lines them up.
+        rows.append(row - np.median(x[f + core0 : f + core1 + 1]))
+    return np.array(rows).reshape(len(rows), pre + post + 1)
+
+
+def _median_beat(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> tuple[np.ndarray | None, int]:
+    """The sample-wise median of the lead's beats (NaN where no beat has a sample) and the count."""
+    rows = _segments(x, fiducials, pre, post, fs)
+    if not len(rows):
         return None, 0
-    n = min(len(a), len(b))
-    d = (b[:n] - a[:n]) / fs * 1000.0
-    d = d[np.isfinite(d) & (d > 0)]
-    return (float(np.median(d)), len(d)) if len(d) else (None, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN columns stay NaN
+        return np.nanmedian(rows, axis=0), len(rows)
 
 
-def _intervals(result: Measurements, waves: dict | None, peaks: np.ndarray, fs: float) -> None:
-    """PR, QRS, QT and the two QTc from the delineation."""
-    if waves is None:
+def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: float) -> np.ndarray:
+    """The fiducials (record samples) of the beats shaped like the median beat, aligned to it."""
+    rows = _segments(x, peaks, pre, post, fs)
+    core = _core_slice(pre, fs)
+    kept = [int(p) for p in peaks if _has_core(x, int(p), fs)]
+    if len(rows) < 2:
+        return np.asarray(kept, int)
+    shift_max = int(round(0.012 * fs))
+    template = np.nanmedian(rows, axis=0)[core]
+    out = []
+    for p, row in zip(kept, rows, strict=True):
+        best, best_r = 0, -1.0
+        for shift in range(-shift_max, shift_max + 1):
+            lo, hi = core.start + shift, core.stop + shift
+            if lo < 0 or hi > len(row):
+                continue
+            r = _correlation(row[lo:hi], template)
+            if r > best_r:
+                best, best_r = shift, r
+        if best_r >= _DOMINANT_CORRELATION:
+            out.append(p + best)
+    return np.asarray(out, int)
+
+
+def _core_slice(pre: int, fs: float) -> slice:
+    return slice(pre + int(round(_CORE_S[0] * fs)), pre + int(round(_CORE_S[1] * fs)) + 1)
+
+
+def _has_core(x: np.ndarray, f: int, fs: float) -> bool:
+    core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
+    return f + core0 >= 0 and f + core1 < len(x) and bool(np.isfinite(x[f + core0 : f + core1 + 1]).all())
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b)) / den if den > 0 else 0.0
+
+
+def _smooth(x: np.ndarray, fs: float, seconds: float) -> np.ndarray:
+    """Moving average over ~seconds (odd length; NaN-aware: mean of the finite samples)."""
+    width = max(1, int(round(seconds * fs)) | 1)
+    if width == 1:
+        return x.copy()
+    ok = np.isfinite(x)
+    kernel = np.ones(width)
+    total = np.convolve(np.where(ok, x, 0.0), kernel, mode="same")
+    count = np.convolve(ok.astype(float), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, total / count, np.nan)
+
+
+def _slope(x: np.ndarray, fs: float) -> np.ndarray:
+    """Derivative (mV/s) over a 12 ms base: steady against the pixel steps of a digitised line."""
+    k = max(1, int(round(0.006 * fs)))
+    out = np.full(len(x), np.nan)
+    out[k:-k] = (x[2 * k :] - x[: -2 * k]) * fs / (2 * k)
+    return out
+
+
+def _qrs_bounds(d: _Delineation, medians: dict[str, np.ndarray], pre: int, fs: float) -> None:
+    """Global QRS onset/offset: where the summed absolute slope of all leads leaves its noise floor."""
+    core = _core_slice(pre, fs)
+    velocity = np.zeros(core.stop - core.start)
+    for beat in medians.values():
+        velocity += np.abs(np.nan_to_num(_slope(beat, fs)[core]))
+    velocity = _smooth(velocity, fs, 0.008)
+    peak = int(np.argmax(velocity))
+    floor = float(np.percentile(velocity, 10))
+    span = velocity[peak] - floor
+    if span <= 0:
+        d.notes["qrs_ms"] = "the leads show no QRS slope"
+        return
+    on, off = _above_span(velocity, peak, floor + _QRS_FRACTION * span, int(round(0.02 * fs)))
+    check_on, check_off = _above_span(velocity, peak, floor + _QRS_CHECK_FRACTION * span, int(round(0.02 * fs)))
+    d.qrs_on, d.qrs_off = on + core.start - pre, off + core.start - pre
+    d.qrs_check = check_off - check_on
+
+
+def _above_span(v: np.ndarray, peak: int, threshold: float, gap: int) -> tuple[float, float]:
+    """Sub-sample [first, last] of the run of v above threshold around peak (gaps <= gap merged)."""
+    above = np.flatnonzero(v > threshold)
+    groups = np.split(above, np.flatnonzero(np.diff(above) > gap) + 1)
+    group = next(g for g in groups if g[0] <= peak <= g[-1])
+    first, last = int(group[0]), int(group[-1])
+    on = float(first)
+    if first > 0 and v[first] != v[first - 1]:
+        on = first - (v[first] - threshold) / (v[first] - v[first - 1])
+    off = float(last)
+    if last + 1 < len(v) and v[last] != v[last + 1]:
+        off = last + (v[last] - threshold) / (v[last] - v[last + 1])
+    return on, off
+
+
+def _isoelectric(beat: np.ndarray, qrs_on: float, pre: int, fs: float) -> float | None:
+    """The PR-segment level: median over 20-4 ms before QRS onset (None if not printed)."""
+    a, b = int(round(pre + qrs_on - 0.020 * fs)), int(round(pre + qrs_on - 0.004 * fs)) + 1
+    part = beat[max(0, a) : max(0, b)]
+    part = part[np.isfinite(part)]
+    return float(np.median(part)) if len(part) >= 3 else None
+
+
+def _t_end(d: _Delineation, medians: dict[str, np.ndarray], pre: int, fs: float) -> None:
+    """Tangent-method T end in every lead with a clear T wave; the median of them."""
+    assert d.qrs_on is not None and d.qrs_off is not None
+    start = int(round(pre + d.qrs_off + 0.06 * fs))
+    stop = int(round(pre + d.qrs_on + min(0.50 * math.sqrt(d.rr_s), d.rr_s - 0.12) * fs))
+    ends: list[tuple[float, float]] = []  # (|T amplitude|, T end)
+    for beat in medians.values():
+        base = _isoelectric(beat, d.qrs_on, pre, fs)
+        if base is None or stop - start < int(0.06 * fs) or stop >= len(beat):
+            continue
+        smooth = _smooth(beat, fs, 0.02) - base
+        window = smooth[start:stop]
+        if not np.isfinite(window).all():
+            continue
+        i = int(np.argmax(np.abs(window)))
+        if i == 0 or i == len(window) - 1:
+            continue  # no T peak inside the window: an ST shift or a wave cut off
+        t_peak, amplitude = start + i, float(window[i])
+        if abs(amplitude) < _MIN_T_MV:
+            continue
+        end = _tangent_crossing(smooth, t_peak, int(round(min(0.25, 0.4 * d.rr_s) * fs)), fs, after=True)
+        if end is not None:
+            ends.append((abs(amplitude), end - pre))
+    if not ends:
+        d.notes["qt_ms"] = f"no lead has a T wave of at least {_MIN_T_MV:g} mV with a clear end"
+        return
+    biggest = max(a for a, _ in ends)
+    clear = [t for a, t in ends if a >= 0.4 * biggest]
+    d.t_end = float(np.median(clear))
+    d.t_end_spread = float(np.percentile(clear, 75) - np.percentile(clear, 25)) if len(clear) >= 3 else 0.0
+    d.t_amplitude = biggest
+
+
+def _tangent_crossing(y: np.ndarray, peak: int, reach: int, fs: float, *, after: bool) -> float | None:
+    """Where the tangent at the steepest point between a wave's peak and reach samples beyond it
+    (after the peak, or before it) meets the zero line; None when the limb does not head for zero."""
+    slope = _slope(y, fs)
+    lo, hi = (peak, min(len(y), peak + reach)) if after else (max(0, peak - reach), peak + 1)
+    part = slope[lo:hi]
+    if not len(part) or not np.isfinite(part).any():
+        return None
+    toward = -np.sign(y[peak]) * (1 if after else -1)  # the slope sign that heads for zero
+    score = np.where(np.isfinite(part), toward * part, -np.inf)
+    j = int(np.argmax(score))
+    if score[j] <= 0:
+        return None
+    k = lo + j
+    crossing = k - y[k] / slope[k] * fs
+    if after and not peak <= crossing <= peak + 2 * reach:
+        return None
+    if not after and not peak - 2 * reach <= crossing <= peak:
+        return None
+    return float(crossing)
+
+
+def _p_onset(d: _Delineation, medians: dict[str, np.ndarray], pre: int, fs: float) -> None:
+    """Tangent-method P onset on the mean absolute deviation of all leads from their PR-segment
+    level: P waves of either polarity add up, reading noise averages out (a tangent on one small,
+    noisy P wave can land 40 ms out)."""
+    assert d.qrs_on is not None
+    stop = int(round(pre + d.qrs_on - 0.03 * fs))
+    earliest = d.qrs_on - min(0.34, 0.6 * d.rr_s) * fs
+    if d.t_end is not None:  # do not take the previous beat's T wave for a P wave
+        earliest = max(earliest, d.t_end - d.rr_s * fs + 0.04 * fs)
+    start = max(0, int(round(pre + earliest)))
+    if stop - start < int(0.04 * fs):
+        d.notes["pr_ms"] = "no room for a P wave between the previous T wave and the QRS"
+        return
+    envelope = np.zeros(stop - start)
+    amplitudes, leads = [], 0
+    for beat in medians.values():
+        base = _isoelectric(beat, d.qrs_on, pre, fs)
+        if base is None:
+            continue
+        window = (_smooth(beat, fs, 0.016) - base)[start:stop]
+        if not np.isfinite(window).all():
+            continue
+        envelope += np.abs(window)
+        amplitudes.append(float(np.max(np.abs(window))))
+        leads += 1
+    if not leads:
+        d.notes["pr_ms"] = "no lead shows the stretch before the QRS where the P wave lies"
+        return
+    envelope /= leads
+    i = int(np.argmax(envelope))
+    if i < int(0.02 * fs) or i == len(envelope) - 1 or max(amplitudes) < _MIN_P_MV or envelope[i] < 0.5 * _MIN_P_MV:
+        d.notes["pr_ms"] = (f"no clear P wave (at least {_MIN_P_MV:g} mV) before the QRS: atrial fibrillation, "
+                            "a junctional rhythm, or a P wave too small to read")
+        return
+    onset = _tangent_crossing(envelope, i, int(round(0.08 * fs)), fs, after=False)
+    if onset is None:
+        d.notes["pr_ms"] = "the P wave has no clear onset"
+        return
+    d.p_on = onset + start - pre
+    d.p_amplitude = float(max(amplitudes))
+    # How sharp: the onset where the rising limb leaves a quarter of the peak, against the tangent's.
+    rising = np.flatnonzero(envelope[: i + 1] < 0.25 * envelope[i])
+    d.p_on_spread = abs(float(rising[-1]) - onset) if len(rising) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Intervals and their flags
+# --------------------------------------------------------------------------------------------------
+
+
+def _intervals(result: Measurements, d: _Delineation | None, peaks: np.ndarray, fs: float) -> None:
+    """PR, QRS, QT and the two QTc from the global delineation, each with its flag and reason."""
+    if d is None:
         for name in ("qtc_bazett_ms", "qtc_fridericia_ms"):
             result.reasons[name] = "no QT interval"
         return
-    for name, (a, b) in {"pr_ms": ("ECG_P_Onsets", "ECG_R_Onsets"), "qrs_ms": ("ECG_R_Onsets", "ECG_R_Offsets"),
-                         "qt_ms": ("ECG_R_Onsets", "ECG_T_Offsets")}.items():
-        value, count = _median_interval(waves, a, b, fs)
-        lo, hi = _RANGES[name]
+    ms = 1000.0 / fs
+    values: dict[str, float | None] = {"pr_ms": None, "qrs_ms": None, "qt_ms": None}
+    doubts: dict[str, list[str]] = {name: [] for name in values}
+    if d.qrs_on is not None and d.qrs_off is not None:
+        values["qrs_ms"] = (d.qrs_off - d.qrs_on) * ms
+        if d.qrs_check is not None and abs(values["qrs_ms"] - d.qrs_check * ms) > _SHARPNESS_MS["qrs_ms"]:
+            doubts["qrs_ms"].append(f"its boundaries are not sharp (a stricter threshold gives {d.qrs_check * ms:.0f} ms)")
+        if d.t_end is not None:
+            values["qt_ms"] = (d.t_end - d.qrs_on) * ms
+            if d.t_amplitude < 2 * _MIN_T_MV:
+                doubts["qt_ms"].append(f"the largest T wave is only {d.t_amplitude:.2f} mV")
+            if d.t_end_spread is not None and d.t_end_spread * ms > _SHARPNESS_MS["qt_ms"]:
+                doubts["qt_ms"].append(f"the leads' T ends differ by {d.t_end_spread * ms:.0f} ms")
+        if d.p_on is not None:
+            values["pr_ms"] = (d.qrs_on - d.p_on) * ms
+            if d.p_amplitude < 1.5 * _MIN_P_MV:
+                doubts["pr_ms"].append(f"the largest P wave is only {d.p_amplitude:.2f} mV")
+            if d.p_on_spread is not None and d.p_on_spread * ms > _SHARPNESS_MS["pr_ms"]:
+                doubts["pr_ms"].append(f"the P wave's onset is not sharp (its tangent and its quarter-height "
+                                           f"point differ by {d.p_on_spread * ms:.0f} ms)")
+    for name in values:
+        if d.beats_used < _MIN_BEATS:
+            doubts[name].append(f"only {d.beats_used} beat(s) per lead could be used")
+        if len(d.leads_used) < _MIN_LEADS:
+            doubts[name].append(f"only {len(d.leads_used)} lead(s) had a complete beat")
+    for name, value in values.items():
         if value is None:
-            result.reasons[name] = f"the delineation found no beat with both {a[4:].lower()} and {b[4:].lower()}"
-        elif not lo <= value <= hi:
-            result.reasons[name] = f"{value:.0f} ms is outside {lo:.0f}-{hi:.0f} ms: the delineation is unreliable here"
-        else:
-            setattr(result, name, value)
+            result.reasons[name] = d.notes.get(name) or d.notes.get("qrs_ms") or "the wave boundaries were not found"
+            continue
+        _accept(result, name, value, doubts[name])
     if result.qt_ms is None or len(peaks) < 2:
         for name in ("qtc_bazett_ms", "qtc_fridericia_ms"):
             result.reasons[name] = "no QT interval" if result.qt_ms is None else "no RR interval"
         return
     rr_s = float(np.mean(np.diff(peaks))) / fs
-    result.qtc_bazett_ms = result.qt_ms / math.sqrt(rr_s)
-    result.qtc_fridericia_ms = result.qt_ms / rr_s ** (1.0 / 3.0)
+    inherited = ["the QT interval is uncertain"] if result.flags.get("qt_ms") == FLAG_UNCERTAIN else []
+    _accept(result, "qtc_bazett_ms", result.qt_ms / math.sqrt(rr_s), list(inherited))
+    _accept(result, "qtc_fridericia_ms", result.qt_ms / rr_s ** (1.0 / 3.0), list(inherited))
+
+
+def _accept(result: Measurements, name: str, value: float, doubts: list[str]) -> None:
+    """Store value with its flag: implausible outside _RANGES (value None), uncertain with doubts."""
+    lo, hi = _RANGES[name]
+    if not lo <= value <= hi:
+        why = f"{value:.0f} ms was measured, outside the physiological {lo:.0f}-{hi:.0f} ms: a measuring error"
+        result.reasons[name] = why
+        result.flags[name], result.flag_reasons[name] = FLAG_IMPLAUSIBLE, why
+        return
+    setattr(result, name, value)
+    if doubts:
+        result.flags[name], result.flag_reasons[name] = FLAG_UNCERTAIN, "; ".join(doubts)
+
+
+def _finish(result: Measurements) -> Measurements:
+    """Give every scalar field a flag and a reason (the defaults for those no step flagged)."""
+    for name, _, _ in FIELDS:
+        value = getattr(result, name)
+        if value is None:
+            result.flags.setdefault(name, FLAG_UNMEASURED)
+            result.flag_reasons.setdefault(name, result.reasons.get(name, "not measured"))
+            result.reasons.setdefault(name, result.flag_reasons[name])
+        elif name not in result.flags:
+            result.flags[name] = FLAG_OK
+            result.flag_reasons[name] = _ok_reason(name, result)
+    return result
+
+
+def _ok_reason(name: str, result: Measurements) -> str:
+    if name in ("heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms"):
+        return f"from {result.beats} R peaks on the {'rhythm strip' if result.rhythm_source == 'rhythm' else result.rhythm_source}"
+    if name == "axis_deg":
+        return "from the net QRS of leads I and aVF"
+    lo, hi = _RANGES[name]
+    return (f"within the physiological {lo:.0f}-{hi:.0f} ms, sharp boundaries, from the median beats of "
+            f"{len(result.leads_used)} signals")
+
+
+# --------------------------------------------------------------------------------------------------
+# Axis and ST, beat by beat on each lead's own window
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -291,29 +732,19 @@ class _Beat:
     base1: int
 
 
-def _beats(waves: dict | None, peaks: np.ndarray, offset: int, fs: float) -> list[_Beat]:
-    """Beats in record samples. Without delineation, QRS = R -/+ 50 ms; PR baseline = the P offset
-    to QRS onset when the delineation gives a gap of >= 10 ms there, else 40 to 10 ms before onset."""
+def _beats(d: _Delineation | None, fs: float) -> list[_Beat]:
+    """The dominant beats with the global QRS boundaries (QRS = R -/+ 50 ms when not found);
+    the PR baseline is 40 to 10 ms before the onset."""
+    if d is None:
+        return []
+    half = 0.05 * fs
+    on = d.qrs_on if d.qrs_on is not None else -half
+    off = d.qrs_off if d.qrs_off is not None else half
     beats = []
-    half = int(round(0.05 * fs))
-    for i, r in enumerate(peaks):
-        on = _wave(waves, "ECG_R_Onsets", i)
-        off = _wave(waves, "ECG_R_Offsets", i)
-        on = r - half if on is None or not r - 3 * half <= on < r else on
-        off = r + half if off is None or not r < off <= r + 3 * half else off
-        p_off = _wave(waves, "ECG_P_Offsets", i)
-        if p_off is not None and on - p_off >= 0.01 * fs and on - p_off <= 0.2 * fs:
-            b0, b1 = p_off, on
-        else:
-            b0, b1 = on - int(round(0.04 * fs)), on - int(round(0.01 * fs))
-        beats.append(_Beat(on + offset, off + offset, b0 + offset, b1 + offset))
+    for f in d.fiducials:
+        onset, offset = int(round(f + on)), int(round(f + off))
+        beats.append(_Beat(onset, offset, onset - int(round(0.04 * fs)), onset - int(round(0.01 * fs))))
     return beats
-
-
-def _wave(waves: dict | None, key: str, i: int) -> int | None:
-    if waves is None or key not in waves or i >= len(waves[key]) or not np.isfinite(waves[key][i]):
-        return None
-    return int(waves[key][i])
 
 
 def _lead_beats(x: np.ndarray, beats: list[_Beat], fs: float) -> list[_Beat]:

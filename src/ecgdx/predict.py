@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--check-images", nargs="*", default=[], metavar="IMAGE",
                         help="real images to add to the onnxruntime-vs-PyTorch parity check")
+    export.add_argument("--decision-rule", type=Path, metavar="JSON",
+                        help="decision rule from `ecgdx cv` (decision_rule.json): calibration and decision "
+                             "at a balanced prior (default: argmax at the checkpoint's temperature)")
+    export.add_argument("--test-metrics", type=Path, metavar="JSON",
+                        help="headline test numbers to store instead of the checkpoint's (a JSON object)")
     export.set_defaults(func=run_export)
 
     model = subparsers.add_parser("model", help="inspect ONNX models")
@@ -304,7 +309,22 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from ecgdx.export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check_images=args.check_images)
+    from ecgdx.errors import ModelError
+
+    rule = test_metrics = None
+    if args.decision_rule is not None:
+        from ecgdx.decision import DecisionRule
+
+        if not args.decision_rule.is_file():
+            raise ModelError(f"decision rule file not found: {args.decision_rule}")
+        rule = DecisionRule.from_json(args.decision_rule.read_text(encoding="utf-8"))
+    if args.test_metrics is not None:
+        try:
+            test_metrics = json.loads(args.test_metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read test metrics {args.test_metrics}: {exc}") from None
+    result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check_images=args.check_images,
+                               decision_rule=rule, test_metrics=test_metrics)
     meta = result["metadata"]
     print(f"wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB), model version {meta['model_version']}")
     return EXIT_OK

@@ -2,8 +2,9 @@
 
     ecgdx serve [--host 127.0.0.1] [--port 8000] [--model MODEL.onnx] [--data-dir DIR] [--threads 4]
 
-Applies the database migrations (SQLite in the data directory unless DATABASE_URL is set), loads
-the model (``--model``, else ``ECGDX_MODEL_PATH``, else the bundled one) and serves the app with
+Applies the database migrations (SQLite in the data directory unless DATABASE_URL is set), makes
+the data directory private (0700, its files 0600: the database holds password hashes, token digests
+and results), loads the model (``--model``, else ``ECGDX_MODEL_PATH``, else the bundled one) and serves the app with
 waitress, a production-quality pure-Python WSGI server, using the ``local`` settings with DEBUG off.
 For a multi-user deployment use gunicorn with the production settings (docs/web.md).
 
@@ -102,14 +103,48 @@ def prepare_environment(args: argparse.Namespace) -> Path:
     return folder
 
 
+def make_private(data_dir: Path, database: Path | None) -> None:
+    """Data directory 0700 and the SQLite database (with its journal files) 0600, also when an older
+    version created them readable by everyone."""
+    data_dir.chmod(0o700)
+    if database is None:
+        return
+    for path in (database, *(database.with_name(database.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        if path.exists():
+            path.chmod(0o600)
+
+
+def server_body_limit(settings) -> int:
+    """waitress's own body limit: ECGDX_SERVER_MAX_BODY_BYTES, checked to be above what the upload handler
+    refuses unread (2 x ECGDX_MAX_UPLOAD_BYTES + 1 MiB), so that too large uploads get the app's JSON 413."""
+    refused_unread_above = 2 * settings.ECGDX_MAX_UPLOAD_BYTES + 1024 * 1024
+    limit = settings.ECGDX_SERVER_MAX_BODY_BYTES
+    if limit <= refused_unread_above:
+        raise EcgdxError(f"ECGDX_SERVER_MAX_BODY_BYTES ({limit}) must be above {refused_unread_above} "
+                         "(2 x ECGDX_MAX_UPLOAD_BYTES + 1 MiB), or too large uploads get the server's plain-text "
+                         "error instead of the app's")
+    return limit
+
+
+def _sqlite_file(settings) -> Path | None:
+    database = settings.DATABASES["default"]
+    if "sqlite" not in database["ENGINE"] or str(database["NAME"]).startswith(":memory:"):
+        return None
+    return Path(database["NAME"])
+
+
 def serve_command(args: argparse.Namespace) -> int:
     prepare_environment(args)
+    # Everything this process creates (database, journals, uploads, keys) is for its own user only.
+    os.umask(0o077)
     import django
     from django.conf import settings
     from django.core.management import call_command
 
     django.setup()
+    body_limit = server_body_limit(settings)
     call_command("migrate", interactive=False, verbosity=0)
+    make_private(Path(settings.DATA_DIR), _sqlite_file(settings))
     from diagnosis.inference_adapter import get_predictor
 
     from ecgdx.errors import ModelError
@@ -134,7 +169,7 @@ def serve_command(args: argparse.Namespace) -> int:
         port=args.port,
         threads=args.threads,
         ident="ecgdx",
-        max_request_body_size=2 * settings.ECGDX_MAX_UPLOAD_BYTES + 2 * 1024 * 1024,
+        max_request_body_size=body_limit,
         clear_untrusted_proxy_headers=True,
     )
     return 0

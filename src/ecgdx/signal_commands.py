@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "digitize", help="read the 12 leads of an ECG page picture back into signals",
         description="Digitise a picture of a 12-lead ECG page: lead layout, scale from the calibration "
         "pulses, every lead as mV at --fs Hz on its own time window. csv: DIR/leads.csv (time, I..V6; "
-        "empty = not printed) and DIR/rhythm_II.csv; wfdb: DIR/NAME.hea/.dat (+ NAME_rhythm); json: "
-        "DIR/NAME.json. Always DIR/NAME.meta.json (scales, confidence per lead, warnings).",
+        "empty = not printed) and DIR/rhythm_<LEAD>.csv (the strip, named by the lead printed on it, e.g. "
+        "rhythm_III.csv; rhythm.csv when its label cannot be read); wfdb: DIR/NAME.hea/.dat (+ NAME_rhythm); "
+        "json: DIR/NAME.json. Always DIR/NAME.meta.json (scales, confidence per lead, rhythm_lead, warnings).",
     )
     digitize.add_argument("image", metavar="IMAGE")
     digitize.add_argument("--out", type=Path, required=True, help="output folder")
@@ -66,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     digitize.add_argument("--fs", type=float, default=500.0, help="output sampling rate (Hz, default 500)")
     digitize.add_argument("--no-deskew", action="store_true", help="do not estimate and undo a rotation")
     digitize.add_argument("--measure", action="store_true",
-                          help="also write DIR/measurements.json (heart rate, intervals, axis, ST)")
+                          help="also write DIR/measurements.json (heart rate, intervals, axis, ST, Q waves) and "
+                          "DIR/findings.json (criteria-based findings: ST elevation, Q waves, rate, rhythm, QRS, "
+                          "QTc; computer measurements of a picture, to be confirmed by a clinician)")
     digitize.set_defaults(func=run_digitize)
 
 
@@ -245,15 +248,24 @@ def run_digitize(args: argparse.Namespace) -> int:
     name = args.name or _record_name(args.image)
     written = result.save(args.out, args.format, name=name)
     if args.measure:
+        from ecgdx.findings import assess, measure_q_waves, r_peaks
         from ecgdx.measure import measure
 
         values = measure(result, result.fs)
+        leads = result.leads_dict()
+        q_waves = measure_q_waves(leads, result.fs, r_peaks(leads, result.fs))
+        measurements = values.to_dict()
+        measurements["rhythm_source"] = result.source_name(values.rhythm_source)
+        measurements["q_waves"] = {lead: None if q is None else q.to_dict() for lead, q in q_waves.items()}
         target = args.out / "measurements.json"
-        target.write_text(json.dumps(values.to_dict(), indent=2), encoding="utf-8")
-        written.append(target)
+        target.write_text(json.dumps(measurements, indent=2), encoding="utf-8")
+        findings = args.out / "findings.json"
+        findings.write_text(json.dumps(assess(values, q_waves).to_dict(), indent=2), encoding="utf-8")
+        written += [target, findings]
     low = ", ".join(f"{k} {v:.2f}" for k, v in result.confidence.items() if v < 0.5) or "none"
     print(f"{args.image}: {result.template}, {result.px_per_mm:.2f} px/mm, {result.px_per_s:.1f} px/s, "
-          f"rotation {result.rotation_deg:+.2f} deg, {result.timings_ms['total']:.0f} ms; low-confidence leads: {low}")
+          f"rotation {result.rotation_deg:+.2f} deg, {result.timings_ms['total']:.0f} ms; "
+          f"rhythm strip: {result.rhythm_name or 'none'}; low-confidence leads: {low}")
     for warning in result.warnings:
         print(f"ecgdx: warning: {warning}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written))

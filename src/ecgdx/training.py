@@ -221,7 +221,15 @@ def train_from_config(config_path: str | Path | None, overrides: list[str] | Non
     return train(cfg, resume=resume, progress=progress)
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
+          splits: dict[str, SplitData] | None = None, fingerprint: str | None = None,
+          run_dir: Path | None = None, final_evaluation: bool = True) -> dict:
+    """Train one model as configured and return {"run_dir", "best_val_macro_f1", "test_report"}.
+
+    ``splits``/``fingerprint`` replace the configured data (cross-validation passes each fold's
+    pages); ``run_dir`` replaces ``out_dir/name``. ``final_evaluation=False`` skips the temperature
+    fit on validation and the test report (cross-validation calibrates on out-of-fold predictions).
+    """
     import torch
     from torch.utils.data import DataLoader, WeightedRandomSampler
     from tqdm import tqdm
@@ -233,6 +241,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
     tc = cfg.train
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got {tc.precision!r}")
+    if tc.select not in ("best_val", "last"):
+        raise ConfigError(f"train.select must be best_val or last, got {tc.select!r}")
     if tc.balance not in ("sampler", "class_weights", "none"):
         raise ConfigError(f"train.balance must be sampler, class_weights or none, got {tc.balance!r}")
     if tc.device.startswith("cuda") and not torch.cuda.is_available():
@@ -240,13 +250,14 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
-    run_dir = run_dir_for(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     if run_dir.exists() and (run_dir / "last.pt").exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; use --resume, or set name=... for a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
 
-    splits, fingerprint = load_splits(cfg)
+    if splits is None:
+        splits, fingerprint = load_splits(cfg)
     spec = cfg.preprocess
     counts = _class_counts(splits["train"].labels)
     if (counts == 0).any():
@@ -276,7 +287,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
     if tc.balance == "class_weights":
         class_weights = torch.as_tensor(counts.sum() / (NUM_CLASSES * counts), dtype=torch.float32).to(tc.device)
     criterion = torch.nn.CrossEntropyLoss(weight=class_weights, label_smoothing=tc.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
+                                  weight_decay=tc.weight_decay)
     steps_per_epoch = len(loader) if tc.max_batches_per_epoch <= 0 else min(len(loader), tc.max_batches_per_epoch)
     if steps_per_epoch == 0:
         raise DataError(f"training split smaller than one batch ({tc.batch_size}); lower train.batch_size")
@@ -314,7 +326,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
         }
 
     for epoch in range(start_epoch, tc.epochs):
-        if stale >= tc.early_stopping_patience > 0:
+        if tc.select == "best_val" and stale >= tc.early_stopping_patience > 0:
             print(f"[{cfg.name}] early stopping: no val macro-F1 gain for {stale} epochs")
             break
         model.train()
@@ -362,9 +374,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
         improved = row["val_macro_f1"] > best_f1
         if improved:
             best_f1, best_epoch, stale = row["val_macro_f1"], epoch + 1, 0
-            torch.save(checkpoint_payload({"epoch": epoch + 1, "val_metrics": val_metrics}), run_dir / "best.pt")
         else:
             stale += 1
+        # "last" keeps the final epoch whatever validation says: the validation pages may be the
+        # held-out fold of a cross-validation, which must not choose the checkpoint.
+        if improved or tc.select == "last":
+            torch.save(checkpoint_payload({"epoch": epoch + 1, "val_metrics": val_metrics}), run_dir / "best.pt")
         print(f"[{cfg.name}] epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
               f"val macro-F1 {row['val_macro_f1']:.3f}{' (best)' if improved else ''}, "
               f"{row['images_per_second']:.1f} img/s, {train_seconds:.0f} s")
@@ -379,6 +394,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True)
     if not (run_dir / "best.pt").exists():
         raise ModelError("training finished without a checkpoint (zero epochs?)")
     plot_training_curves(history, run_dir / "training_curves.png")
+    if not final_evaluation:
+        return {"run_dir": run_dir, "best_val_macro_f1": best_f1, "test_report": None}
 
     # Calibrate on validation, then report on the held-out test split.
     model, ckpt = load_checkpoint(run_dir / "best.pt")

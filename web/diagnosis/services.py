@@ -439,6 +439,7 @@ def _digitize(data: bytes):
 
         result = digitize(data)
         values = measure(result, result.fs)
+        q_waves = _q_waves(result)
     except EcgdxError as exc:
         row.status, row.error = "failed", _sentence(str(exc))
     except ImportError as exc:  # the [signal] extra is missing on this server
@@ -451,6 +452,39 @@ def _digitize(data: bytes):
         row.fs = result.fs
         row.set_arrays(result.signals, result.rhythm)
         row.summary = _jsonable(result.summary())
-        row.measurements = _jsonable(values.to_dict())
+        measurements = values.to_dict()
+        # Name the strip by its printed lead ('III rhythm strip'), not measure's generic 'rhythm'.
+        measurements["rhythm_source"] = result.source_name(values.rhythm_source)
+        measurements["q_waves"] = q_waves
+        row.measurements = _jsonable(measurements)
     row.elapsed_ms = round(1000.0 * (time.perf_counter() - started), 1)
     return row
+
+
+def _q_waves(result) -> dict:
+    """Lead -> Q-wave measurement dict (or None) of a digitised page, for the Q-wave criterion."""
+    from ecgdx.findings import measure_q_waves, r_peaks
+
+    leads = result.leads_dict()
+    return {lead: None if q is None else q.to_dict()
+            for lead, q in measure_q_waves(leads, result.fs, r_peaks(leads, result.fs)).items()}
+
+
+# ----------------------------------------------------------------------------------------- findings
+
+
+def digitization_findings(*, digitization, label: str | None) -> dict | None:
+    """Criteria-based findings (``ecgdx.findings``) of a stored or preview Digitization, with where
+    they contradict the model's answer ``label``; None when the page was not digitised.
+
+    Computed from the stored measurements on every read (a few microseconds), so a change of the
+    criteria applies to old results too; results stored before Q waves were measured list the Q
+    criterion as not assessed.
+    """
+    if digitization is None or not digitization.ok:
+        return None
+    from ecgdx.findings import assess
+
+    measurements = digitization.measurements or {}
+    found = assess(measurements, measurements.get("q_waves"))
+    return found.to_dict(label)

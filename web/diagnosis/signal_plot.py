@@ -3,7 +3,7 @@
 Paper scale: 100 px per second (the 10 s record is 1000 px wide) and 40 px per mV, i.e. 4 px per
 mm at the printer's 25 mm/s and 10 mm/mV; a light 5 mm grid (0.2 s x 0.5 mV). Each row of the
 printed layout is one polyline per lead over that lead's own window, labelled at its start; the
-rhythm strip is the last row. Samples are thinned to 125 Hz keeping each block's extreme (QRS
+rhythm strip is the last row, labelled with its printed lead (or "rhythm strip" when unread). Samples are thinned to 125 Hz keeping each block's extreme (QRS
 peaks survive). The SVG is built from numbers only (no user text), so it is safe to inline.
 """
 
@@ -23,7 +23,7 @@ _ROWS = {
 }
 
 
-def _thin(t: np.ndarray, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+def thin_samples(t: np.ndarray, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep one sample per block of ``step``: the one farthest from the block's mean (peaks survive)."""
     n = (len(x) // step) * step
     if n == 0:
@@ -40,18 +40,32 @@ def _polyline(t: np.ndarray, x: np.ndarray, y0: float, fs: float) -> str:
     out = []
     edges = np.diff(np.concatenate(([0], ok.view(np.int8), [0])))
     for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-        tt, xx = _thin(t[s:e], x[s:e], max(1, int(round(fs / 125.0))))
+        tt, xx = thin_samples(t[s:e], x[s:e], max(1, int(round(fs / 125.0))))
         points = " ".join(f"{_LABEL_PAD + a * PX_PER_S:.1f},{y0 - b * PX_PER_MV:.1f}" for a, b in zip(tt, xx, strict=True))
         out.append(f'<polyline points="{points}"/>')
     return "".join(out)
 
 
-def signals_svg(signals: np.ndarray, rhythm: np.ndarray | None, fs: float, template: str) -> str:
-    """SVG markup of a digitised page: signals (12, n) mV in LEADS order (NaN = not printed)."""
+def plot_rows(template: str, has_rhythm: bool) -> list[tuple[str, ...]]:
+    """The printed arrangement: lead names per row, top to bottom; 'rhythm' = the strip."""
     stem = "6x2" if template.startswith("6x2") else "3x4"
     rows = list(_ROWS[stem])
-    if rhythm is not None:
+    if has_rhythm:
         rows.append(("rhythm",))
+    return rows
+
+
+def rhythm_label(rhythm_lead: str | None) -> str:
+    """The strip's row label: its printed lead, or 'rhythm strip'. Only lead names pass (the SVG is
+    inlined, so no other text may reach it)."""
+    return rhythm_lead if rhythm_lead in LEADS else "rhythm strip"
+
+
+def signals_svg(signals: np.ndarray, rhythm: np.ndarray | None, fs: float, template: str,
+                rhythm_lead: str | None = None) -> str:
+    """SVG markup of a digitised page: signals (12, n) mV in LEADS order (NaN = not printed);
+    rhythm_lead: the strip's printed lead (``DigitizedECG.rhythm_lead``), None when unread."""
+    rows = plot_rows(template, rhythm is not None)
     row_h = ROW_MV * PX_PER_MV
     width = _LABEL_PAD + 10.0 * PX_PER_S + 10
     height = row_h * len(rows)
@@ -74,7 +88,7 @@ def signals_svg(signals: np.ndarray, rhythm: np.ndarray | None, fs: float, templ
             parts.append(_polyline(t, x, y0, fs))
             ok = np.flatnonzero(np.isfinite(x))
             start = t[ok[0]] if len(ok) else 0.0
-            name = "II" if lead == "rhythm" else lead
+            name = rhythm_label(rhythm_lead) if lead == "rhythm" else lead
             labels.append(f'<text x="{_LABEL_PAD + start * PX_PER_S + 3:.0f}" y="{y0 - 0.9 * PX_PER_MV:.0f}">{name}</text>')
     parts.append("</g>")
     parts.append('<g font-size="13" font-family="sans-serif" fill="#5a6270">' + "".join(labels) + "</g>")

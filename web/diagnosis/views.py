@@ -8,6 +8,7 @@ import mimetypes
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
@@ -15,9 +16,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from rest_framework.authtoken.models import Token
 
-from diagnosis import selectors, services
+from diagnosis import api_tokens, selectors, services, throttling
 from diagnosis.forms import HistoryFilterForm, SignUpForm, UploadForm
 from diagnosis.http import client_ip, wants_json
 from diagnosis.images import data_uri
@@ -249,17 +249,48 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
+class SignInView(auth_views.LoginView):
+    """Django's sign-in page, with attempts limited per user name and per address (diagnosis.throttling)."""
+
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        self.throttle_identity = {"username": request.POST.get("username", ""), "client_ip": client_ip(request)}
+        refusal = throttling.attempt_counted(throttling.sign_in_limit(), **self.throttle_identity)
+        if refusal:
+            response = self.render_to_response(self.get_context_data(refusal=refusal), status=429)
+            response["Retry-After"] = str(refusal.seconds_left)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        throttling.attempt_refunded(throttling.sign_in_limit(), **self.throttle_identity)
+        return super().form_valid(form)
+
+
 @login_required
 @allow_methods("GET", "POST")
 def api_token(request):
-    token = Token.objects.filter(user=request.user).first()
+    """List the user's tokens (never their value); POST makes a new one, shown on this answer only."""
+    new_token = None
     if request.method == "POST":
-        if token:
-            token.delete()
-        token = Token.objects.create(user=request.user)
-        messages.success(request, "A new API token was created; the old one no longer works.")
-        return redirect("diagnosis:api-token")
-    return render(request, "diagnosis/token.html", {"token": token})
+        if request.POST.get("action") == "revoke":
+            count = api_tokens.api_tokens_revoke(user=request.user)
+            messages.success(request, f"{count} API token{'s' if count != 1 else ''} revoked.")
+            return redirect("diagnosis:api-token")
+        refusal = throttling.attempt_counted(throttling.token_create_limit(), username=request.user.get_username(),
+                                             client_ip=client_ip(request))
+        if refusal:
+            response = render(request, "diagnosis/token.html", {
+                "tokens": api_tokens.api_token_list(user=request.user),
+                "error": f"Too many new tokens in a short time. Try again in {refusal.wait_text}.",
+            }, status=429)
+            response["Retry-After"] = str(refusal.seconds_left)
+            return response
+        new_token = api_tokens.api_token_create(user=request.user, replace_existing=True).token
+    return render(request, "diagnosis/token.html", {
+        "tokens": api_tokens.api_token_list(user=request.user), "new_token": new_token,
+    })
 
 
 # ------------------------------------------------------------------------------------ error pages

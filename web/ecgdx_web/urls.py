@@ -7,7 +7,7 @@ from diagnosis import views as diagnosis_views
 urlpatterns = [
     path("", include("diagnosis.urls")),
     path("api/v1/", include("diagnosis.api.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", diagnosis_views.SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", diagnosis_views.signup, name="signup"),
     path("admin/", admin.site.urls),

@@ -192,4 +192,4 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> d
 
 
 # Model modules register themselves on import; they need register_model defined above first.
-from ecgdx.models import ecg_pagenet, seed_cnn, torchvision_models  # noqa: E402, F401, I001
+from ecgdx.models import ecg_pagenet, efficientnet_lite, seed_cnn, torchvision_models  # noqa: E402, F401, I001

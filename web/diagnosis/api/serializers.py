@@ -94,11 +94,31 @@ class DigitizationSerializer(serializers.Serializer):
     template = serializers.CharField(allow_blank=True)
     fs = serializers.FloatField(help_text="sampling rate of the signals (Hz)")
     has_rhythm = serializers.BooleanField()
+    rhythm_lead = serializers.SerializerMethodField(
+        help_text="the rhythm strip's lead as printed on the page ('II', 'III', ...); null when the page has no "
+        "strip or its label could not be read (the strip is then called 'rhythm strip')")
     summary = serializers.JSONField(help_text="scales (px/mm, px/s), lead windows (s), confidence per lead, warnings")
     measurements = serializers.JSONField(
         help_text="heart_rate_bpm, rr_sdnn_ms, rr_rmssd_ms, pr_ms, qrs_ms, qt_ms, qtc_bazett_ms, "
         "qtc_fridericia_ms, axis_deg, st_mv {lead: mV}; null values have a reason in 'reasons'")
+    findings = serializers.SerializerMethodField(
+        help_text="criteria-based findings from the measurements (ecgdx.findings): findings [{key, title, leads, "
+        "values, unit, values_text, criterion, severity (urgent|abnormal), territory, uncertain}], checked, "
+        "not_assessed, stemi_criteria_met, contradictions (sentences where they disagree with the model's label) "
+        "and note; null when the page was not digitised. Computer measurements of a picture, to be confirmed by "
+        "a clinician")
     downloads = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_rhythm_lead(self, obj) -> str | None:
+        return (obj.summary or {}).get("rhythm_lead") if obj.ok and obj.has_rhythm else None
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_findings(self, obj) -> dict | None:
+        from diagnosis.services import digitization_findings
+
+        label = self.context.get("label") or (obj.analysis.label if obj.analysis_id else None)
+        return digitization_findings(digitization=obj, label=label)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_downloads(self, obj) -> dict:

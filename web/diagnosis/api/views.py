@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import permissions, status
+from rest_framework import permissions, serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from diagnosis import selectors, services
+from diagnosis import api_tokens, selectors, services, throttling
 from diagnosis.api.errors import error_response
 from diagnosis.api.serializers import (
     ErrorSerializer,
@@ -35,7 +37,7 @@ _ERRORS = {code: OpenApiResponse(ErrorSerializer, description=text) for code, te
     413: "file or picture larger than the limits",
     415: "not a JPEG or PNG picture",
     422: "not a readable 12-lead ECG page (quality gate)",
-    429: "too many uploads",
+    429: "too many attempts (uploads, sign-ins); Retry-After says how many seconds to wait",
     503: "model not available",
 }.items()}
 
@@ -175,6 +177,50 @@ class ModelInfo(APIView):
         except ModelError as exc:
             return error_response(503, "model_unavailable", f"The diagnosis model is not available: {exc}")
         return Response(ModelInfoSerializer(info).data)
+
+
+class TokenCreate(APIView):
+    """Sign in with user name and password; answers a new API token (shown once: only its digest is kept).
+
+    Attempts are limited per user name and per address (diagnosis.throttling), counted before the
+    password is checked, so a locked-out guesser learns nothing, not even whether a guess was right.
+    """
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+    parser_classes = [FormParser, MultiPartParser, JSONParser]
+
+    class SignInSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+    class IssuedTokenSerializer(serializers.Serializer):
+        token = serializers.CharField(help_text="send as 'Authorization: Token <token>'; it is not shown again")
+        expiry = serializers.DateTimeField(allow_null=True, help_text="null: valid until replaced or revoked")
+
+    @extend_schema(operation_id="auth_token_create", request=SignInSerializer,
+                   responses={200: IssuedTokenSerializer, 400: OpenApiResponse(ErrorSerializer, description=(
+                       "missing fields, or wrong user name or password (code invalid_credentials)")),
+                       429: _ERRORS[429]},
+                   summary="Exchange user name and password for an API token")
+    def post(self, request):
+        given = self.SignInSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        username, password = given.validated_data["username"], given.validated_data["password"]
+        identity = {"username": username, "client_ip": client_ip(request)}
+        limit = throttling.sign_in_limit()
+        refusal = throttling.attempt_counted(limit, **identity)
+        if refusal:
+            response = error_response(429, "rate_limited", "Too many sign-in attempts for this user name or from "
+                                      f"this address. Try again in {refusal.wait_text}.")
+            response["Retry-After"] = str(refusal.seconds_left)
+            return response
+        user = authenticate(request._request, username=username, password=password)
+        if user is None:
+            return error_response(400, "invalid_credentials", "The user name or password is wrong.")
+        throttling.attempt_refunded(limit, **identity)
+        issued = api_tokens.api_token_create(user=user, replace_existing=False)
+        return Response(self.IssuedTokenSerializer(issued).data)
 
 
 class Health(APIView):

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from diagnosis.api_tokens import api_token_create
 from diagnosis.models import Analysis
 from diagnosis.tests import helpers
 
@@ -26,7 +26,7 @@ def alice():
 @pytest.fixture
 def api(alice):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice, replace_existing=False).token}")
     return client
 
 
@@ -123,10 +123,10 @@ def test_access_control_between_two_users(api):
     pid = _post(api, helpers.example_bytes()).json()["id"]
     bob = User.objects.create_user("bob", password="pw-bob-123")
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=bob, replace_existing=False).token}")
     for path in (f"/predictions/{pid}", f"/predictions/{pid}/images/original",
                  f"/predictions/{pid}/images/heatmap", f"/predictions/{pid}/report"):
-        _assert_error(other.get(API + path), 404)
+        _assert_error(other.get(API + path), 404, "not_found")
     assert other.get(f"{API}/predictions").json()["count"] == 0
     anonymous = APIClient()
     for path in ("/predictions", f"/predictions/{pid}", f"/predictions/{pid}/report", "/model"):
@@ -147,8 +147,16 @@ def test_session_auth_works_too(alice):
 def test_token_endpoint(alice):
     client = APIClient()
     response = client.post(f"{API}/auth/token", {"username": "alice", "password": "pw-alice-123"}, format="json")
-    assert response.status_code == 200 and len(response.json()["token"]) == 40
-    _assert_error(client.post(f"{API}/auth/token", {"username": "alice", "password": "x"}, format="json"), 400)
+    assert response.status_code == 200 and len(response.json()["token"]) == 64
+    assert response.json()["expiry"] is None
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert token_client.get(f"{API}/predictions").status_code == 200
+    form = client.post(f"{API}/auth/token", {"username": "alice", "password": "pw-alice-123"})  # curl -d
+    assert form.status_code == 200 and form.json()["token"] != response.json()["token"]
+    _assert_error(client.post(f"{API}/auth/token", {"username": "alice", "password": "x"}, format="json"), 400,
+                  "invalid_credentials")
+    _assert_error(client.post(f"{API}/auth/token", {"username": "alice"}, format="json"), 400, "invalid")
 
 
 @pytest.mark.parametrize(
@@ -175,14 +183,15 @@ def test_request_errors_give_4xx_json(api, settings, _private_media):
     _assert_error(api.post(f"{API}/predictions", {"picture": helpers.upload(helpers.example_bytes())},
                            format="multipart"), 400, "missing_file")
     _assert_error(api.post(f"{API}/predictions", {"image": "not a file"}, format="json"), 400, "missing_file")
-    _assert_error(api.generic("POST", f"{API}/predictions", b"raw", content_type="text/plain"), 415)
+    _assert_error(api.generic("POST", f"{API}/predictions", b"raw", content_type="text/plain"), 415, "unsupported_type")
     _assert_error(api.generic("POST", f"{API}/predictions", b"--x\r\nbroken",
                               content_type="multipart/form-data; boundary=x"), 400)
     _assert_error(api.delete(f"{API}/predictions"), 405, "method_not_allowed")
     _assert_error(api.put(f"{API}/model"), 405)
-    _assert_error(api.get(f"{API}/predictions/not-a-uuid"), 404)
-    _assert_error(api.get(f"{API}/predictions/00000000-0000-0000-0000-000000000000"), 404)
-    _assert_error(api.get(f"{API}/nothing-here"), 404)
+    _assert_error(api.get(f"{API}/predictions/not-a-uuid"), 404, "not_found")
+    _assert_error(api.get(f"{API}/predictions/00000000-0000-0000-0000-000000000000"), 404, "not_found")
+    _assert_error(api.get(f"{API}/predictions/00000000-0000-0000-0000-000000000000/images/heatmap"), 404, "not_found")
+    _assert_error(api.get(f"{API}/nothing-here"), 404, "not_found")
     settings.ECGDX_MAX_UPLOAD_BYTES = 50_000
     _assert_error(_post(api, helpers.example_bytes()), 413, "file_too_large")
     settings.ECGDX_MAX_UPLOAD_BYTES = 10_000

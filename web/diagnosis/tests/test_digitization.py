@@ -11,10 +11,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from diagnosis import services
+from diagnosis.api_tokens import api_token_create
 from diagnosis.models import Analysis, Digitization
 from diagnosis.tests import helpers
 from ecgdx.labels import LEADS
@@ -36,6 +36,29 @@ def page_png() -> bytes:
                + 0.25 * np.exp(-0.5 * ((t - b - 0.28) / 0.05) ** 2) for b in beats)
     signals = printer_filter(np.vstack([lead * (0.5 + 0.1 * i) for i in range(12)]), 500.0)
     return helpers.png_bytes(render_page(signals, 500.0, layout="3x4", dpi=150, seed=2).image)
+
+
+def inferior_stemi_png() -> bytes:
+    """A rendered 3x4 page (72 bpm) with ST elevation in II, III, aVF and reciprocal depression in aVL:
+    the issue's "Normal 70 %" page, which the fake model calls Normal 70 %."""
+    from ecgdx.render import printer_filter, render_page
+
+    t = np.arange(5000) / 500.0
+    st = {"II": 0.25, "III": 0.3, "aVF": 0.28, "aVL": -0.2}
+    signals = np.zeros((12, len(t)))
+    for i, lead in enumerate(LEADS):
+        for b in np.arange(0.4, 10.0, 60 / 72):
+            signals[i] += 0.12 * np.exp(-0.5 * ((t - b + 0.16) / 0.025) ** 2) + np.exp(-0.5 * ((t - b) / 0.012) ** 2)
+            signals[i] += 0.25 * np.exp(-0.5 * ((t - b - 0.28) / 0.05) ** 2) - 0.2 * np.exp(-0.5 * ((t - b - 0.03) / 0.01) ** 2)
+            # The ST segment and T wave shifted from 45 ms after the R to 330 ms (smooth edges).
+            shift = 0.25 * (1 + np.tanh((t - b - 0.045) / 0.008)) * (1 + np.tanh(-(t - b - 0.33) / 0.04))
+            signals[i] += st.get(lead, 0.0) * shift
+    return helpers.png_bytes(render_page(printer_filter(signals, 500.0), 500.0, layout="3x4", dpi=150, seed=2).image)
+
+
+@pytest.fixture(scope="module")
+def stemi_png() -> bytes:
+    return inferior_stemi_png()
 
 
 @pytest.fixture
@@ -78,6 +101,51 @@ def test_result_page_shows_replot_measurements_and_downloads(alice, page_png):
     assert Digitization.objects.get(analysis=analysis).created_at == row.created_at  # stored, not redone
 
 
+def test_findings_contradicting_the_model_are_shown_prominently(alice, stemi_png):
+    client = _login(alice)
+    analysis = _analysis(client, stemi_png)
+    assert analysis.label == "normal"  # the fake model: Normal 70 %
+    html = client.get(reverse("diagnosis:result", args=[analysis.pk])).content.decode()
+    assert 'id="findings-contradiction"' in html and 'role="alert"' in html
+    assert "STEMI" in html and "but the model says Normal" in html
+    head = html[html.index('id="predicted-label"') - 80 : html.index('id="predicted-label"')]
+    assert "contradicted" in head  # the verdict loses its reassuring green
+    assert html.index('id="findings-contradiction"') < html.index('id="prob-heading"')  # above the fold
+    assert 'id="finding-st_elevation-inferior"' in html and "ST elevation in the inferior leads" in html
+    assert "reciprocal ST depression in aVL" in html and 'href="#st-levels"' in html
+    assert 'id="findings-note"' in html and "a clinician must read the ECG" in html
+    assert "lead II rhythm strip" in html  # the measurement source, by the strip's printed lead
+    row = Digitization.objects.get(analysis=analysis)
+    assert row.summary["rhythm_lead"] == "II" and row.measurements["rhythm_source"] == "II rhythm strip"
+    assert set(row.measurements["q_waves"]) == set(LEADS)
+
+
+def test_findings_without_contradiction(alice, page_png):
+    client = _login(alice)
+    analysis = _analysis(client, page_png)
+    html = client.get(reverse("diagnosis:result", args=[analysis.pk])).content.decode()
+    found = services.digitization_findings(digitization=Digitization.objects.get(analysis=analysis), label="normal")
+    assert 'id="findings"' in html and 'id="findings-note"' in html
+    assert not found["stemi_criteria_met"] and "STEMI" not in html
+    assert ('id="findings-contradiction"' in html) == bool(found["contradictions"])
+    for finding in found["findings"]:
+        assert finding["title"] in html
+
+
+def test_api_returns_findings(alice, stemi_png):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice, replace_existing=False).token}")
+    created = api.post(f"{API}/predictions", {"image": helpers.upload(stemi_png)}, format="multipart")
+    d = api.get(created.json()["url"]).json()["digitization"]
+    assert d["rhythm_lead"] == "II"
+    findings = d["findings"]
+    assert findings["stemi_criteria_met"] and "STEMI" in findings["contradictions"][0]
+    stemi = next(f for f in findings["findings"] if f["key"] == "st_elevation")
+    assert stemi["territory"] == "inferior" and stemi["severity"] == "urgent"
+    assert {"II", "III", "aVF", "aVL"} <= set(stemi["leads"]) and stemi["values"]["III"] == pytest.approx(0.3, abs=0.06)
+    assert "clinician" in findings["note"]
+
+
 def test_signal_downloads(alice, page_png):
     client = _login(alice)
     analysis = _analysis(client, page_png)
@@ -107,14 +175,14 @@ def test_signals_are_private(alice, bob, page_png):
     api = APIClient()
     api_url = f"{API}/predictions/{analysis.pk}/signals/leads.csv"
     assert api.get(api_url).status_code == 401
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=bob, replace_existing=False).token}")
     assert api.get(api_url).status_code == 404
     assert not Digitization.objects.exists()  # refused requests digitise nothing
 
 
 def test_api_detail_returns_digitization(alice, page_png):
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice, replace_existing=False).token}")
     created = api.post(f"{API}/predictions", {"image": helpers.upload(page_png)}, format="multipart")
     assert created.status_code == 201 and created.json()["digitization"] is None
     body = api.get(created.json()["url"]).json()

@@ -50,8 +50,9 @@ def _prepared(env: dict) -> str:
     """Migrated database with one user; returns that user's API token."""
     _manage(env, "migrate", "--noinput", "-v", "0")
     _manage(env, "collectstatic", "--noinput", "-v", "0")
-    return _django(env, "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-                        "print(Token.objects.create(user=User.objects.create_user('f', password='pw-fault-123')).key)")
+    return _django(env, "from django.contrib.auth.models import User; from diagnosis.api_tokens import api_token_create; "
+                        "print(api_token_create(user=User.objects.create_user('f', password='pw-fault-123'), "
+                        "replace_existing=False).token)")
 
 
 def _gunicorn(port: int, workers: int = 2) -> list[str]:

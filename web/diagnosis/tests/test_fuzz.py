@@ -12,9 +12,9 @@ import os
 import cv2
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from diagnosis.api_tokens import api_token_create
 from diagnosis.models import Analysis
 from diagnosis.tests import helpers
 
@@ -44,7 +44,7 @@ def api(db, settings):
     settings.ECGDX_UPLOAD_RATE_LIMIT = 0
     user = User.objects.create_user("fuzz", password="pw-fuzz-123")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user, replace_existing=False).token}")
     return client
 
 

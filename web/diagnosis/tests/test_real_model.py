@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from diagnosis.api_tokens import api_token_create
 from diagnosis.models import Analysis
 from diagnosis.tests import helpers
 from ecgdx.labels import CLASS_KEYS
@@ -24,7 +24,7 @@ WEB = Path(__file__).resolve().parents[2]
 def test_upload_through_the_onnx_model(real_predictor):
     alice = User.objects.create_user("alice", password="pw-alice-123")
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice, replace_existing=False).token}")
     response = api.post("/api/v1/predictions", {"image": helpers.upload(helpers.example_bytes())}, format="multipart")
     assert response.status_code == 201, response.content
     body = response.json()

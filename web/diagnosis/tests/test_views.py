@@ -230,12 +230,15 @@ def test_signup_and_token_pages(client, settings):
     response = client.post(reverse("signup"), {"username": "carol", "password1": "a-long-pass-1234",
                                                "password2": "a-long-pass-1234"})
     assert response.status_code == 302 and User.objects.filter(username="carol").exists()
-    response = client.post(reverse("diagnosis:api-token"))
-    assert response.status_code == 302
-    html = client.get(reverse("diagnosis:api-token")).content.decode()
-    from rest_framework.authtoken.models import Token
+    response = client.post(reverse("diagnosis:api-token"), {"action": "create"})
+    token = re.search(r'id="token-value"[^>]*value="([0-9a-f]{64})"', response.content.decode()).group(1)
+    assert response.status_code == 200 and "shown only this once" in response.content.decode()
+    from rest_framework.test import APIClient
 
-    assert Token.objects.get(user__username="carol").key in html
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api.get("/api/v1/predictions").status_code == 200
+    assert token not in client.get(reverse("diagnosis:api-token")).content.decode()  # shown once only
     settings.ECGDX_ALLOW_SIGNUP = False
     assert Client().get(reverse("signup")).status_code == 404
 

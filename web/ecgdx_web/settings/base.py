@@ -7,9 +7,11 @@ The data directory (ECGDX_WEB_DATA_DIR, default ~/.local/share/ecgdx-web) is nev
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 
 from ecgdx_web.env import default_data_dir, env_bool, env_int, env_list, env_str
 
@@ -29,7 +31,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "diagnosis",
@@ -38,6 +41,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise, so static files keep their long cache lifetimes.
+    "diagnosis.middleware.NoStoreMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -68,7 +74,8 @@ TEMPLATES = [
 
 if not env_str("DATABASE_URL"):
     # The default SQLite file lives in the data directory; SQLite cannot create missing folders.
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # 0700: the database holds password hashes and results (`ecgdx serve` also tightens an old folder).
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 DATABASES = {
     "default": dj_database_url.config(
@@ -86,6 +93,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in attempts (the page and POST /api/v1/auth/token) per user name and per client address in a
+# window; over either limit further attempts are refused (429, with Retry-After) until the window ends.
+ECGDX_SIGN_IN_LIMIT_PER_USER = env_int("ECGDX_SIGN_IN_LIMIT_PER_USER", 5, minimum=1)
+ECGDX_SIGN_IN_LIMIT_PER_ADDRESS = env_int("ECGDX_SIGN_IN_LIMIT_PER_ADDRESS", 20, minimum=1)
+ECGDX_SIGN_IN_WINDOW_SECONDS = env_int("ECGDX_SIGN_IN_WINDOW_SECONDS", 900, minimum=1)
+# New API tokens from the token page per user and per address in a window.
+ECGDX_TOKEN_CREATE_LIMIT_PER_USER = env_int("ECGDX_TOKEN_CREATE_LIMIT_PER_USER", 10, minimum=1)
+ECGDX_TOKEN_CREATE_LIMIT_PER_ADDRESS = env_int("ECGDX_TOKEN_CREATE_LIMIT_PER_ADDRESS", 30, minimum=1)
+ECGDX_TOKEN_CREATE_WINDOW_SECONDS = env_int("ECGDX_TOKEN_CREATE_WINDOW_SECONDS", 3600, minimum=1)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "diagnosis:upload"
 LOGOUT_REDIRECT_URL = "login"
@@ -117,6 +133,11 @@ FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 ECGDX_ALLOWED_IMAGE_TYPES = env_list("ECGDX_ALLOWED_IMAGE_TYPES", ["jpeg", "png"])
 
+# `ecgdx serve` (waitress) refuses bodies over this itself, in plain text; it must stay above the size
+# the upload handler refuses unread (2 x ECGDX_MAX_UPLOAD_BYTES + 1 MiB), so the app answers with its JSON 413.
+ECGDX_SERVER_MAX_BODY_BYTES = env_int("ECGDX_SERVER_MAX_BODY_BYTES", 5 * ECGDX_MAX_UPLOAD_BYTES + 2 * 1024 * 1024,
+                                      minimum=1)
+
 # Anonymous users may try one upload (result shown once, nothing stored) when this is on.
 ECGDX_ANONYMOUS_DEMO = env_bool("ECGDX_ANONYMOUS_DEMO", False)
 # Self-service sign-up page (off in production unless asked for).
@@ -138,7 +159,7 @@ ECGDX_PREDICTOR_FACTORY = env_str("ECGDX_PREDICTOR_FACTORY", "diagnosis.inferenc
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -150,6 +171,16 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# API tokens are stored as SHA-512 digests (django-rest-knox): the token itself is shown once, when made.
+# ECGDX_API_TOKEN_DAYS = 0: tokens last until replaced or revoked.
+_TOKEN_DAYS = env_int("ECGDX_API_TOKEN_DAYS", 0)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=_TOKEN_DAYS) if _TOKEN_DAYS else None,
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+ECGDX_API_TOKENS_PER_USER = env_int("ECGDX_API_TOKENS_PER_USER", 10, minimum=1)  # the oldest go beyond this
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "ecgdx API",
     "DESCRIPTION": (
@@ -173,10 +204,33 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
+# No inline or third-party script anywhere. Inline style *attributes* stay allowed (the result page's
+# bar widths); <style> elements do not. The Redoc page relaxes styles for itself (diagnosis.api.urls).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],  # data: for the pictures of an anonymous demo result
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"one_line": {"()": "ecgdx_web.log_filters.WithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
-    "loggers": {"diagnosis": {"level": env_str("LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "diagnosis": {"level": env_str("LOG_LEVEL", "INFO")},
+        # Every scanner's bad Host header is a client error, not ours: one line, no traceback.
+        "django.security.DisallowedHost": {"filters": ["one_line"], "level": "WARNING"},
+    },
 }

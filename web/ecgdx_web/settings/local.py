@@ -22,7 +22,7 @@ def _install_secret_key(data_dir: Path) -> str:
     """The per-install key in DATA_DIR/secret_key, created (0600) on first use."""
     path = data_dir / "secret_key"
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:

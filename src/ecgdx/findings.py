@@ -1,0 +1,472 @@
+"""Criteria-based findings from ECG measurements, stated beside the model's answer.
+
+``assess(measurements, q_waves=None) -> Findings`` checks the standard criteria a reader of an ECG
+checks, on the numbers ``ecgdx.measure`` (and ``measure_q_waves`` here) made from the digitised
+signals. Each finding names its leads and values and the rule it met; the criteria that were checked
+and not met, and those that could not be checked (a measurement is missing), are listed too, so a
+page without findings is not mistaken for a normal ECG.
+
+Criteria and their sources:
+
+- ST elevation (STEMI criteria), Fourth Universal Definition of Myocardial Infarction (Thygesen K
+  et al., Circulation 2018;138:e618-e651): new ST elevation in two contiguous leads of >= 0.1 mV in
+  all leads but V2-V3, and in V2-V3 >= 0.2 mV (the definition's cut-point for men >= 40 years;
+  0.25 mV for men < 40 and 0.15 mV for women; age and sex are not known here). Our ST level is
+  measured at J + 60 ms (``ecgdx.measure``), where the definition reads it at the J point.
+  Territories: inferior (II, III, aVF), anterior (V1-V4), lateral (I, aVL, V5, V6). Reciprocal ST
+  depression (>= 0.05 mV) is reported in the opposite territory: inferior <-> I and aVL, anterior
+  and lateral -> the inferior leads.
+- ST depression >= 0.05 mV in two contiguous leads (same definition, ischaemia), when there is no
+  ST elevation it would be reciprocal to.
+- Pathological Q waves (same definition, and the common reading rule): a Q wave >= 40 ms wide or
+  >= 25 % of the R wave's height, in two contiguous leads; a Q shallower than 0.1 mV is not
+  counted (our digitised traces carry ~0.02-0.05 mV of noise), aVR is not counted (its complexes
+  are negative in normal hearts).
+- Rate: the conventional adult resting limits, tachycardia > 100 bpm, bradycardia < 60 bpm.
+- Irregular rhythm: RR intervals whose SDNN exceeds 10 % of the mean RR (our threshold: sinus
+  arrhythmia of the young can exceed it; atrial fibrillation and ectopic beats do).
+- Wide QRS: >= 120 ms (AHA/ACCF/HRS recommendations for the standardization and interpretation of
+  the ECG, part III, intraventricular conduction disturbances; Surawicz B et al., Circulation
+  2009;119:e235-e240).
+- Long QTc (Bazett): > 480 ms, the limit for women, because sex is not known here; 471-480 ms is
+  reported as long for a man (> 470 ms). Both limits from the AHA scientific statement on the
+  prevention of torsade de pointes in hospital settings (Drew BJ et al., Circulation
+  2010;121:1047-1060).
+
+These are computer measurements of a picture, never a diagnosis: ``NOTE`` says so, and every page
+and report that shows findings must show it. Torch-free; ``measure_q_waves`` needs numpy only,
+``r_peaks`` neurokit2 (the [signal] extra).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ecgdx.labels import LEADS, display_name
+
+__all__ = ["NOTE", "Finding", "Findings", "QWave", "assess", "measure_q_waves", "r_peaks"]
+
+NOTE = ("These findings are computer measurements of a picture of an ECG printout, checked against "
+        "standard criteria. They are not a diagnosis: a clinician must read the ECG and confirm them.")
+
+ST_ELEVATION_MV = 0.1
+ST_ELEVATION_V2_V3_MV = 0.2
+ST_DEPRESSION_MV = 0.05
+Q_MIN_DEPTH_MV = 0.1
+Q_WIDE_MS = 40.0
+Q_R_RATIO = 0.25
+TACHYCARDIA_BPM = 100.0
+BRADYCARDIA_BPM = 60.0
+IRREGULAR_RR_CV = 0.10
+WIDE_QRS_MS = 120.0
+LONG_QTC_MS = 480.0
+LONG_QTC_MALE_MS = 470.0
+
+TERRITORIES: dict[str, tuple[str, ...]] = {
+    "inferior": ("II", "III", "aVF"),
+    "anterior": ("V1", "V2", "V3", "V4"),
+    "lateral": ("I", "aVL", "V5", "V6"),
+}
+# Leads next to each other in the heart's view: the inferior trio, the high lateral pair, the
+# precordial neighbours.
+CONTIGUOUS: tuple[tuple[str, str], ...] = (
+    ("II", "III"), ("II", "aVF"), ("III", "aVF"),
+    ("I", "aVL"),
+    ("V1", "V2"), ("V2", "V3"), ("V3", "V4"), ("V4", "V5"), ("V5", "V6"),
+)
+RECIPROCAL: dict[str, tuple[str, ...]] = {
+    "inferior": ("I", "aVL"),
+    "anterior": ("II", "III", "aVF"),
+    "lateral": ("II", "III", "aVF"),
+}
+# Severity: 'urgent' findings (STEMI criteria) must never be shown as reassuring; 'abnormal' the rest.
+URGENT, ABNORMAL = "urgent", "abnormal"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One criterion met. key: 'st_elevation', 'st_depression', 'pathological_q', 'tachycardia',
+    'bradycardia', 'irregular_rhythm', 'wide_qrs', 'long_qtc'. title: one line for people. leads:
+    the leads that meet it (empty for whole-ECG quantities). values: lead or quantity -> the
+    measured value (units in ``unit``). criterion: the rule, with its threshold. severity: 'urgent'
+    or 'abnormal'. territory: 'inferior', 'anterior', 'lateral' (ST elevation, Q waves) or None.
+    uncertain: why the measurement behind it is uncertain (``Measurements.flag_reasons``), or ''."""
+
+    key: str
+    title: str
+    leads: tuple[str, ...]
+    values: dict[str, float]
+    unit: str
+    criterion: str
+    severity: str = ABNORMAL
+    territory: str | None = None
+    uncertain: str = ""
+
+    @property
+    def values_text(self) -> str:
+        """'II +0.19, III +0.22 mV' / '112 bpm'."""
+        signed = self.unit == "mV"
+        parts = [f"{name} {value:+.2f}" if signed else f"{name} {value:.0f}" for name, value in self.values.items()]
+        return ", ".join(parts) + f" {self.unit}" if parts else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["leads"] = list(self.leads)
+        out["values"] = {k: round(float(v), 3) for k, v in self.values.items()}
+        out["values_text"] = self.values_text
+        return out
+
+
+@dataclass
+class Findings:
+    """What ``assess`` found. findings: criteria met, most serious first. checked: criteria checked
+    and not met (sentences). not_assessed: criteria that could not be checked, with the reason."""
+
+    findings: list[Finding] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    not_assessed: list[str] = field(default_factory=list)
+
+    @property
+    def stemi(self) -> bool:
+        """ST elevation criteria met in some territory."""
+        return any(f.key == "st_elevation" for f in self.findings)
+
+    @property
+    def urgent(self) -> bool:
+        return any(f.severity == URGENT for f in self.findings)
+
+    def contradictions(self, label: str | None) -> list[str]:
+        """Sentences saying where the findings disagree with the model's answer ``label`` (a class
+        key), most serious first; empty when they agree or there is no answer."""
+        if not label:
+            return []
+        name = display_name(label)
+        out = []
+        if self.stemi and label != "mi":
+            territories = ", ".join(f.territory for f in self.findings if f.key == "st_elevation" and f.territory)
+            out.append(f"The measurements meet the ST-elevation (STEMI) criteria ({territories}), but the model "
+                       f"says {name}. ST elevation like this can be an acute myocardial infarction: a "
+                       "clinician must read this ECG now.")
+        others = [f.title for f in self.findings if f.key != "st_elevation"]
+        if label == "normal" and others:
+            out.append(f"The model says Normal, but the measurements show: {'; '.join(others)}.")
+        return out
+
+    def to_dict(self, label: str | None = None) -> dict[str, Any]:
+        return {
+            "findings": [f.to_dict() for f in self.findings],
+            "checked": list(self.checked),
+            "not_assessed": list(self.not_assessed),
+            "stemi_criteria_met": self.stemi,
+            "contradictions": self.contradictions(label),
+            "note": NOTE,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Findings:
+        """Rebuild from ``to_dict()`` output (stored results)."""
+        findings = [Finding(key=f["key"], title=f["title"], leads=tuple(f.get("leads", ())),
+                            values=dict(f.get("values", {})), unit=f.get("unit", ""),
+                            criterion=f.get("criterion", ""), severity=f.get("severity", ABNORMAL),
+                            territory=f.get("territory"), uncertain=f.get("uncertain", ""))
+                    for f in data.get("findings", [])]
+        return cls(findings, list(data.get("checked", [])), list(data.get("not_assessed", [])))
+
+
+@dataclass(frozen=True)
+class QWave:
+    """The initial negative deflection of one lead's QRS, medians over its beats: depth below the
+    baseline (mV, >= 0; 0 = no Q), duration (ms), the R wave's height (mV) and the beats measured."""
+
+    depth_mv: float
+    duration_ms: float
+    r_mv: float
+    beats: int
+
+    def pathological(self) -> bool:
+        if self.depth_mv < Q_MIN_DEPTH_MV:
+            return False
+        return self.duration_ms >= Q_WIDE_MS or self.depth_mv >= Q_R_RATIO * self.r_mv
+
+    def to_dict(self) -> dict[str, float]:
+        return {"depth_mv": round(self.depth_mv, 3), "duration_ms": round(self.duration_ms, 1),
+                "r_mv": round(self.r_mv, 3), "beats": self.beats}
+
+
+# --------------------------------------------------------------------------------------------------
+# Assessment
+# --------------------------------------------------------------------------------------------------
+
+
+def assess(measurements: Any, q_waves: Mapping[str, Any] | None = None) -> Findings:
+    """Check the criteria (module docstring) on measurements.
+
+    Args:
+        measurements: an ``ecgdx.measure.Measurements`` or its ``to_dict()`` (as stored).
+        q_waves: lead -> ``QWave`` or its ``to_dict()``, from ``measure_q_waves``; None when Q
+            waves were not measured (the Q criterion is then listed as not assessed).
+
+    Returns:
+        ``Findings``; never raises for missing values (they are listed as not assessed).
+    """
+    values = measurements.to_dict() if hasattr(measurements, "to_dict") else dict(measurements or {})
+    reasons = values.get("reasons", {}) or {}
+    out = Findings()
+    st = {lead: v for lead, v in (values.get("st_mv") or {}).items() if v is not None}
+    _st_segment(out, st)
+    _q_waves(out, q_waves)
+    _rate(out, values.get("heart_rate_bpm"), reasons.get("heart_rate_bpm"))
+    _rhythm(out, values.get("heart_rate_bpm"), values.get("rr_sdnn_ms"), reasons.get("rr_sdnn_ms"))
+    _qrs(out, values.get("qrs_ms"), reasons.get("qrs_ms"))
+    _qtc(out, values.get("qtc_bazett_ms"), reasons.get("qtc_bazett_ms"))
+    flags, flag_reasons = values.get("flags") or {}, values.get("flag_reasons") or {}
+    source = {"tachycardia": "heart_rate_bpm", "bradycardia": "heart_rate_bpm", "irregular_rhythm": "rr_sdnn_ms",
+              "wide_qrs": "qrs_ms", "long_qtc": "qtc_bazett_ms"}
+    for i, finding in enumerate(out.findings):
+        name = source.get(finding.key)
+        if name and flags.get(name) == "uncertain":
+            out.findings[i] = replace(finding, uncertain=flag_reasons.get(name, "the measurement is uncertain"))
+    order = {URGENT: 0, ABNORMAL: 1}
+    out.findings.sort(key=lambda f: order.get(f.severity, 2))
+    return out
+
+
+def _elevation_limit(lead: str) -> float:
+    return ST_ELEVATION_V2_V3_MV if lead in ("V2", "V3") else ST_ELEVATION_MV
+
+
+def _contiguous(leads: Iterable[str]) -> set[str]:
+    """The leads of ``leads`` that have a contiguous neighbour also in ``leads``."""
+    chosen = set(leads)
+    return {lead for pair in CONTIGUOUS if set(pair) <= chosen for lead in pair}
+
+
+def _ordered(leads: Iterable[str]) -> tuple[str, ...]:
+    chosen = set(leads)
+    return tuple(lead for lead in LEADS if lead in chosen)
+
+
+def _st_segment(out: Findings, st: dict[str, float]) -> None:
+    if len(st) < 2:
+        out.not_assessed.append("ST elevation and depression: the ST level was measured in fewer than 2 leads")
+        return
+    elevated = _contiguous(lead for lead, v in st.items() if lead != "aVR" and v >= _elevation_limit(lead))
+    depressed_all = {lead for lead, v in st.items() if lead != "aVR" and v <= -ST_DEPRESSION_MV}
+    reciprocal_used: set[str] = set()
+    for territory, leads in TERRITORIES.items():
+        hit = _ordered(lead for lead in leads if lead in elevated)
+        if len(hit) < 2:
+            continue
+        reciprocal = _ordered(lead for lead in RECIPROCAL[territory] if lead in depressed_all)
+        reciprocal_used.update(reciprocal)
+        shown = {lead: st[lead] for lead in hit + reciprocal}
+        title = f"ST elevation in the {territory} leads ({', '.join(hit)})"
+        if reciprocal:
+            title += f" with reciprocal ST depression in {', '.join(reciprocal)}"
+        out.findings.append(Finding(
+            key="st_elevation", title=title, leads=hit + reciprocal, values=shown, unit="mV",
+            criterion=(f"ST elevation in two contiguous leads: >= {ST_ELEVATION_MV:g} mV, >= "
+                       f"{ST_ELEVATION_V2_V3_MV:g} mV in V2-V3 (STEMI criteria, Fourth Universal "
+                       "Definition of MI); measured at J + 60 ms"),
+            severity=URGENT, territory=territory))
+    if not any(f.key == "st_elevation" for f in out.findings):
+        out.checked.append(f"No ST elevation in two contiguous leads (>= {ST_ELEVATION_MV:g} mV, >= "
+                           f"{ST_ELEVATION_V2_V3_MV:g} mV in V2-V3).")
+    depressed = _ordered(_contiguous(depressed_all - reciprocal_used) - elevated)
+    if depressed:
+        out.findings.append(Finding(
+            key="st_depression", title=f"ST depression in {', '.join(depressed)}", leads=depressed,
+            values={lead: st[lead] for lead in depressed}, unit="mV",
+            criterion=f"ST depression >= {ST_DEPRESSION_MV:g} mV in two contiguous leads (ischaemia criteria)"))
+    elif not reciprocal_used:
+        out.checked.append(f"No ST depression of {ST_DEPRESSION_MV:g} mV or more in two contiguous leads.")
+
+
+def _q_waves(out: Findings, q_waves: Mapping[str, Any] | None) -> None:
+    if q_waves is None:
+        out.not_assessed.append("Pathological Q waves: Q waves were not measured for this result")
+        return
+    waves = {lead: q if isinstance(q, QWave) else QWave(**{k: q[k] for k in ("depth_mv", "duration_ms", "r_mv", "beats")})
+             for lead, q in q_waves.items() if q is not None}
+    if len(waves) < 2:
+        out.not_assessed.append("Pathological Q waves: fewer than 2 leads had a complete QRS complex to measure")
+        return
+    hit = _ordered(_contiguous(lead for lead, q in waves.items() if lead != "aVR" and q.pathological()))
+    if not hit:
+        out.checked.append(f"No pathological Q waves (>= {Q_WIDE_MS:.0f} ms or >= {100 * Q_R_RATIO:.0f} % of R) "
+                           "in two contiguous leads.")
+        return
+    territories = [t for t, leads in TERRITORIES.items() if len(set(leads) & set(hit)) >= 2]
+    where = " and ".join(territories) if territories else "contiguous"
+    out.findings.append(Finding(
+        key="pathological_q", title=f"Pathological Q waves in the {where} leads ({', '.join(hit)})",
+        leads=hit, values={f"{lead} Q": waves[lead].duration_ms for lead in hit}, unit="ms",
+        criterion=(f"Q wave >= {Q_WIDE_MS:.0f} ms wide or >= {100 * Q_R_RATIO:.0f} % of the R wave (and >= "
+                   f"{Q_MIN_DEPTH_MV:g} mV deep) in two contiguous leads; a sign of a past myocardial infarction"),
+        territory=territories[0] if len(territories) == 1 else None))
+
+
+def _rate(out: Findings, rate: float | None, reason: str | None) -> None:
+    if rate is None:
+        out.not_assessed.append(f"Heart rate: {reason or 'not measured'}")
+        return
+    if rate > TACHYCARDIA_BPM:
+        out.findings.append(Finding("tachycardia", f"Tachycardia ({rate:.0f} bpm)", (), {"heart rate": rate}, "bpm",
+                                    f"heart rate > {TACHYCARDIA_BPM:.0f} bpm"))
+    elif rate < BRADYCARDIA_BPM:
+        out.findings.append(Finding("bradycardia", f"Bradycardia ({rate:.0f} bpm)", (), {"heart rate": rate}, "bpm",
+                                    f"heart rate < {BRADYCARDIA_BPM:.0f} bpm"))
+    else:
+        out.checked.append(f"Heart rate {rate:.0f} bpm is within {BRADYCARDIA_BPM:.0f}-{TACHYCARDIA_BPM:.0f} bpm.")
+
+
+def _rhythm(out: Findings, rate: float | None, sdnn: float | None, reason: str | None) -> None:
+    if rate is None or sdnn is None:
+        out.not_assessed.append(f"Rhythm regularity: {reason or 'no RR intervals measured'}")
+        return
+    mean_rr = 60000.0 / rate
+    cv = sdnn / mean_rr
+    if cv > IRREGULAR_RR_CV:
+        out.findings.append(Finding(
+            "irregular_rhythm", f"Irregular rhythm (RR intervals vary by {100 * cv:.0f} %)", (),
+            {"RR SDNN": sdnn, "mean RR": mean_rr}, "ms",
+            f"SDNN of the RR intervals > {100 * IRREGULAR_RR_CV:.0f} % of the mean RR (atrial fibrillation, "
+            "ectopic beats or marked sinus arrhythmia)"))
+    else:
+        out.checked.append(f"Regular rhythm (RR intervals vary by {100 * cv:.0f} %, limit {100 * IRREGULAR_RR_CV:.0f} %).")
+
+
+def _qrs(out: Findings, qrs: float | None, reason: str | None) -> None:
+    if qrs is None:
+        out.not_assessed.append(f"QRS width: {reason or 'not measured'}")
+        return
+    if qrs >= WIDE_QRS_MS:
+        out.findings.append(Finding("wide_qrs", f"Wide QRS ({qrs:.0f} ms)", (), {"QRS": qrs}, "ms",
+                                    f"QRS duration >= {WIDE_QRS_MS:.0f} ms (bundle branch block, ventricular rhythm)"))
+    else:
+        out.checked.append(f"QRS {qrs:.0f} ms is narrower than {WIDE_QRS_MS:.0f} ms.")
+
+
+def _qtc(out: Findings, qtc: float | None, reason: str | None) -> None:
+    if qtc is None:
+        out.not_assessed.append(f"QTc: {reason or 'not measured'}")
+        return
+    if qtc > LONG_QTC_MS:
+        out.findings.append(Finding("long_qtc", f"Long QTc ({qtc:.0f} ms, Bazett)", (), {"QTc": qtc}, "ms",
+                                    f"QTc (Bazett) > {LONG_QTC_MS:.0f} ms (> {LONG_QTC_MALE_MS:.0f} ms for men)"))
+    elif qtc > LONG_QTC_MALE_MS:
+        out.findings.append(Finding("long_qtc", f"QTc {qtc:.0f} ms (Bazett): long for a man", (), {"QTc": qtc}, "ms",
+                                    f"QTc (Bazett) > {LONG_QTC_MALE_MS:.0f} ms for men, > {LONG_QTC_MS:.0f} ms "
+                                    "for women (sex not known here)"))
+    else:
+        out.checked.append(f"QTc {qtc:.0f} ms (Bazett) is not long (limit {LONG_QTC_MALE_MS:.0f} ms for men, "
+                           f"{LONG_QTC_MS:.0f} ms for women).")
+
+
+# --------------------------------------------------------------------------------------------------
+# Q-wave measurement
+# --------------------------------------------------------------------------------------------------
+
+# Around each R peak of the rhythm signal (s): the baseline is the median of the signal 120-60 ms
+# before it (the PR segment), the lead's own R is the highest point within 60 ms of it, its Q the
+# lowest point from 80 ms before that R to the R.
+_BASELINE_S = (-0.12, -0.06)
+_R_SEARCH_S = 0.06
+_Q_SEARCH_S = 0.08
+# A complex whose highest point is lower than this above the baseline has no R (a QS complex).
+_MIN_R_MV = 0.05
+# The Q is where the signal runs below the baseline by more than this (mV): digitisation noise.
+_Q_NOISE_MV = 0.02
+
+
+def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float, peaks: Iterable[int]) -> dict[str, QWave | None]:
+    """The Q wave of every lead, medians over the beats its window holds (None: no complete beat).
+
+    Args:
+        leads: lead name -> (N,) mV on the record's time axis (NaN = not printed), e.g.
+            ``DigitizedECG.leads_dict()``.
+        fs: sampling rate (Hz).
+        peaks: R-peak sample indices on the same axis (``r_peaks``).
+    """
+    if fs <= 0:
+        raise ValueError(f"fs must be positive, got {fs}")
+    peaks = [int(p) for p in peaks]
+    out: dict[str, QWave | None] = {}
+    for lead in LEADS:
+        x = leads.get(lead)
+        if x is None:
+            out[lead] = None
+            continue
+        x = np.asarray(x, float)
+        beats = [beat for beat in (_one_q(x, fs, p) for p in peaks) if beat is not None]
+        if not beats:
+            out[lead] = None
+            continue
+        depth, duration, r = (float(np.median([b[k] for b in beats])) for k in range(3))
+        out[lead] = QWave(depth, duration, r, len(beats))
+    return out
+
+
+def _one_q(x: np.ndarray, fs: float, peak: int) -> tuple[float, float, float] | None:
+    """(Q depth mV, Q duration ms, R height mV) of the beat at ``peak``, or None when the lead's
+    window does not hold the whole beat."""
+    b0, b1 = peak + int(round(_BASELINE_S[0] * fs)), peak + int(round(_BASELINE_S[1] * fs))
+    r0, r1 = peak - int(round(_R_SEARCH_S * fs)), peak + int(round(_R_SEARCH_S * fs)) + 1
+    q0 = r0 - int(round((_Q_SEARCH_S - _R_SEARCH_S) * fs))
+    lo, hi = min(b0, q0), r1
+    if lo < 0 or hi > len(x) or not np.isfinite(x[lo:hi]).all():
+        return None
+    base = float(np.median(x[b0:b1]))
+    around = x[r0:r1] - base
+    r_at = r0 + int(np.argmax(around))
+    r_height = float(around.max())
+    if r_height < _MIN_R_MV:
+        # QS complex: the whole complex is the Q wave.
+        complex_ = x[q0:r1] - base
+        return -float(complex_.min()), float((complex_ < -_Q_NOISE_MV).sum()) / fs * 1000.0, max(r_height, 0.0)
+    start_at = max(0, r_at - int(round(_Q_SEARCH_S * fs)))
+    segment = x[start_at : r_at + 1] - base
+    q_at = int(np.argmin(segment))
+    depth = -float(segment[q_at])
+    if depth <= _Q_NOISE_MV:
+        return 0.0, 0.0, r_height
+    # The Q lasts from where the signal goes below the baseline to where it comes back up (on the
+    # way to the R), around its lowest point. A run that reaches back to the start of the search
+    # window has no clear start (a sagging baseline, not a Q): the beat is not measured.
+    below = segment < -_Q_NOISE_MV
+    start = q_at
+    while start > 0 and below[start - 1]:
+        start -= 1
+    if start == 0:
+        return None
+    end = q_at
+    while end + 1 < len(segment) and below[end + 1]:
+        end += 1
+    return depth, (end - start + 1) / fs * 1000.0, r_height
+
+
+def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
+    """R-peak sample indices on the record's time axis, found as ``ecgdx.measure`` finds its beats
+    (neurokit2 on the rhythm strip, else the longest lead); empty when none are found."""
+    import warnings
+
+    from ecgdx import measure as _measure
+
+    source, segment, offset = _measure._rhythm_signal({k: np.asarray(v, float) for k, v in leads.items()}, fs)
+    if source is None:
+        return []
+    import neurokit2 as nk
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cleaned = nk.ecg_clean(segment, sampling_rate=int(round(fs)))
+            _, info = nk.ecg_peaks(cleaned, sampling_rate=int(round(fs)))
+    except Exception:  # noqa: BLE001 - neurokit2 raises assorted errors on flat or odd signals
+        return []
+    return [int(p) + offset for p in info["ECG_R_Peaks"] if math.isfinite(p)]
