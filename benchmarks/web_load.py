@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "normal" / "Normal_106.png"
+EXAMPLE = ROOT / "examples" / "normal" / "Normal_100.png"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -330,13 +330,6 @@ def test_heart_rate_from_the_rhythm_strip_is_plausible(twins):
         assert rates[0] == pytest.approx(rates[1], rel=0.15), name
 
 
-def test_fullres_digitisation_is_fast_enough():
-    jpg = _fullres_pairs()[0][0]
-    digitize(jpg)  # warm-up (imports, caches)
-    best = min(digitize(jpg).timings_ms["total"] for _ in range(2))
-    assert best < 1000, f"{best:.0f} ms per full-resolution page"
-
-
 def test_predict_measure_adds_measurement_columns(tmp_path, capsys):
     pytest.importorskip("torch")  # exporting the test model needs torch
     pytest.importorskip("neurokit2")

@@ -190,3 +190,37 @@ def test_sample_of_dev_pngs_pass():
     with (DEV_DIR / "labels.csv").open() as fh:  # both templates are in the sample
         templates = {row["template"] for row in csv.DictReader(fh)}
     assert {r.checks["pulses"]["template"] for r in results.values()} >= templates
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusals say what to do
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("quarters", "advice"), [(1, "quarter turn to the right"), (2, "upside down"),
+                                                  (3, "quarter turn to the left")])
+def test_a_turned_page_is_refused_with_advice_to_rotate_it(quarters, advice):
+    page = make_page("3x4_grid", seed=6).image
+    upright = assess_page(page)
+    assert upright.ok and "orientation" not in upright.checks  # pulses found: no extra check
+    turned = assess_page(np.ascontiguousarray(np.rot90(page, quarters)))
+    assert not turned.ok
+    assert turned.checks["orientation"]["turn_deg"] == (4 - quarters) * 90
+    assert advice in turned.reasons[0] and "lead labels are at the left" in turned.reasons[0]
+
+
+@pytest.mark.skipif(not DEV_DIR.is_dir(), reason="real data not available (set ECGDX_DATA_DIR)")
+def test_an_upside_down_real_page_no_longer_passes():
+    # Upside down, a real page keeps its trace rows and used to pass (score ~0.78) and be read wrongly.
+    page = decode_image(_dev_pngs()[0])
+    result = assess_page(np.ascontiguousarray(page[::-1, ::-1]))
+    assert not result.ok
+    assert result.reasons[0].startswith("the page seems to be upside down")
+
+
+def test_each_weak_check_says_what_to_do():
+    blurred = assess_page(cv2.GaussianBlur(make_page("3x4_grid", seed=4).image, (0, 0), 6))
+    assert any("hold the camera still" in r or "photograph the whole page" in r for r in blurred.reasons)
+    blank = assess_page(decode_image(blank_page(seed=2)))
+    assert any("upload a picture of the printed ECG page" in r for r in blank.reasons)
+    assert not any("rotate" in r for r in blank.reasons)  # nothing on it says which way is up

@@ -26,7 +26,7 @@ from ecgdx.inference import Predictor  # noqa: E402
 from ecgdx.preprocessing import decode_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "normal" / "Normal_106.png"
+EXAMPLE = ROOT / "examples" / "normal" / "Normal_100.png"
 EXAMPLES = int(os.environ.get("ECGDX_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("ECGDX_FUZZ_RANDOM") is None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)

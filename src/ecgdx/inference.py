@@ -395,8 +395,10 @@ class Predictor:
     def _explain(self, prepared: _Prepared, target: int, grid: tuple[int, int]):
         from ecgdx.explain import explain_input
 
+        # Occlusion scores the probabilities the decision reads, so the explanation is of the verdict.
+        scorer = self.probabilities if self.rule.name == "argmax" else self.balanced_probabilities
         return explain_input(
-            self.probabilities, prepared.tensor, target, regions=prepared.lead_regions, grid=grid,
+            scorer, prepared.tensor, target, regions=prepared.lead_regions, grid=grid,
             details=prepared.details, spec=self.spec,
         )
 

@@ -197,7 +197,7 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
     except Exception as exc:  # noqa: BLE001 - neurokit2 raises assorted errors on flat or odd signals
         result.reasons.update({name: f"R-peak detection failed ({type(exc).__name__})" for name, _, _ in FIELDS})
         return _finish(result)
-    peaks = _search_back(cleaned, peaks, fs)
+    peaks = _search_back(cleaned, _refine_peaks(cleaned, peaks, fs), fs)
     result.beats = int(len(peaks))
     _rate(result, peaks, fs)
     delineation = _delineate(leads, source, peaks + offset, fs, result)
@@ -259,6 +259,27 @@ def _rhythm_signal(leads: dict[str, np.ndarray], fs: float) -> tuple[str | None,
     if name is None or end - start < _MIN_RHYTHM_S * fs:
         return None, np.zeros(0), 0
     return name, leads[name][start:end], start
+
+
+def _refine_peaks(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
+    """Each detected peak moved to the steepest point within 150 ms, then to the largest deflection
+    within 40 ms of it; duplicates (< 250 ms apart) merged. On some digitised strips with thin QRS
+    spikes the detector marks P waves; the QRS is where the slope is."""
+    if not len(peaks):
+        return peaks
+    slope = _smooth(np.abs(np.gradient(x)), fs, 0.02)
+    reach, near = int(round(0.15 * fs)), int(round(0.04 * fs))
+    moved: list[int] = []
+    for p in peaks:
+        lo, hi = max(0, int(p) - reach), min(len(x), int(p) + reach + 1)
+        steep = lo + int(np.nanargmax(slope[lo:hi]))
+        a, b = max(0, steep - near), min(len(x), steep + near + 1)
+        part = x[a:b]
+        q = a + int(np.argmax(np.abs(part - np.median(x[lo:hi]))))
+        if moved and q - moved[-1] < int(round(0.25 * fs)):
+            continue
+        moved.append(q)
+    return np.asarray(moved, int)
 
 
 def _search_back(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
@@ -613,19 +634,21 @@ def _p_onset(d: _Delineation, medians: dict[str, np.ndarray], pre: int, fs: floa
         d.notes["pr_ms"] = "no lead shows the stretch before the QRS where the P wave lies"
         return
     envelope /= leads
+    # Reading noise lifts the whole envelope; measured from zero, the tangent would start the P wave early.
+    floor = float(np.percentile(envelope, 10))
     i = int(np.argmax(envelope))
     if i < int(0.02 * fs) or i == len(envelope) - 1 or max(amplitudes) < _MIN_P_MV or envelope[i] < 0.5 * _MIN_P_MV:
         d.notes["pr_ms"] = (f"no clear P wave (at least {_MIN_P_MV:g} mV) before the QRS: atrial fibrillation, "
                             "a junctional rhythm, or a P wave too small to read")
         return
-    onset = _tangent_crossing(envelope, i, int(round(0.08 * fs)), fs, after=False)
+    onset = _tangent_crossing(envelope - floor, i, int(round(0.08 * fs)), fs, after=False)
     if onset is None:
         d.notes["pr_ms"] = "the P wave has no clear onset"
         return
     d.p_on = onset + start - pre
     d.p_amplitude = float(max(amplitudes))
     # How sharp: the onset where the rising limb leaves a quarter of the peak, against the tangent's.
-    rising = np.flatnonzero(envelope[: i + 1] < 0.25 * envelope[i])
+    rising = np.flatnonzero(envelope[: i + 1] - floor < 0.25 * (envelope[i] - floor))
     d.p_on_spread = abs(float(rising[-1]) - onset) if len(rising) else None
 
 

@@ -108,12 +108,7 @@ def normalize_page(gray: np.ndarray, *, max_rotation: float = 15.0, perspective:
         if info.lighting > _LIGHTING_THRESHOLD:
             info.applied.append(f"lighting: uneven by {100 * info.lighting:.0f} %, evened out")
     if perspective and info.sheet is None:
-        matrix, info.page_lines = page_perspective(gray)
-        if matrix is not None:
-            gray = cv2.warpPerspective(gray, matrix, (gray.shape[1], gray.shape[0]),
-                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=255)
-            info.applied.append("perspective: straightened from the page's own lines (no sheet edge seen)")
+        gray = _straighten_from_lines(gray, info)
     if rotation:
         from ecgdx.digitize import estimate_skew
 
@@ -205,6 +200,7 @@ def _even_lighting(gray: np.ndarray) -> tuple[np.ndarray, float]:
 
 # Lines are measured on a copy about this wide; slopes (dy/dx) are searched up to +/- _MAX_SLOPE.
 _LINES_WIDTH = 550
+_LINE_PASSES = 2  # measurements of a page's lines, at most (the second on the first's result)
 _BANDS = 3  # bands across and down the page in which line slopes are measured
 _MAX_SLOPE = 0.08  # ~4.6 deg: a 7 % corner shift tilts the edges of the page by about that much
 # (slope step, pixels sampled): coarse over the whole range, then fine around the coarse optimum.
@@ -272,6 +268,27 @@ def page_perspective(gray: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any
                           [0.0, 0.0, 1.0]])
     matrix = np.linalg.inv(normalise) @ to_page @ normalise
     return matrix / matrix[2, 2], lines
+
+
+def _straighten_from_lines(gray: np.ndarray, info: Normalization) -> np.ndarray:
+    """``page_perspective``, re-measured on its own result: the fit is first-order, so a strong
+    perspective is left partly uncorrected by one pass. Both passes compose into one warp (one
+    interpolation of the picture)."""
+    total, info.page_lines = page_perspective(gray)
+    if total is None:
+        return gray
+    size = (gray.shape[1], gray.shape[0])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for _ in range(_LINE_PASSES - 1):
+        straightened = cv2.warpPerspective(gray, total, size, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                           borderValue=255)
+        residual, _ = page_perspective(straightened)
+        if residual is None:
+            break
+        total = total @ residual
+    info.applied.append("perspective: straightened from the page's own lines (no sheet edge seen)")
+    return cv2.warpPerspective(gray, total / total[2, 2], size, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=255)
 
 
 def _flatten(gray: np.ndarray, factor: int) -> np.ndarray:

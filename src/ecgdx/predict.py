@@ -25,7 +25,11 @@ EXIT_NOTHING_READ = 1
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # The fixed leading CSV columns (scripts rely on them); extras follow in EXTRA_COLUMNS order.
 CSV_COLUMNS = ("path", "label", "prob_normal", "prob_mi", "prob_abnormal_heartbeat", "prob_history_of_mi")
-EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_version", "error", "explanation")
+# prob_* are calibrated at the development data's class mix; balanced_* assume every class equally
+# likely beforehand, and decision_rule says how `label` was chosen (ecgdx.decision).
+EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_version", "error", "explanation",
+                 "decision_rule", "balanced_normal", "balanced_mi", "balanced_abnormal_heartbeat",
+                 "balanced_history_of_mi")
 # With --measure (ecgdx.measure on the digitised page), appended after EXTRA_COLUMNS.
 MEASURE_COLUMNS = ("heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms", "pr_ms", "qrs_ms", "qt_ms", "qtc_bazett_ms",
                    "qtc_fridericia_ms", "axis_deg", "measure_error")
@@ -244,6 +248,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writerow([*CSV_COLUMNS, *EXTRA_COLUMNS, *(MEASURE_COLUMNS if measured else ())])
     for r in rows:
         probs = r.get("probabilities") or {}
+        balanced = r.get("balanced_probabilities") or {}
         gate = r.get("gate") or {}
         values = r.get("measurements") or {}
         extra = [_cell(values.get(k)) for k in MEASURE_COLUMNS] if measured else []
@@ -257,6 +262,8 @@ def _csv(rows: list[dict[str, Any]]) -> str:
             r.get("model_version") or "",
             r.get("error") or "",
             r.get("explanation_png") or "",
+            (r.get("decision_rule") or "") if probs else "",
+            *(f"{balanced[k]:.6f}" if k in balanced else "" for k in CLASS_KEYS),
             *extra,
         ])
     return out.getvalue()
@@ -278,7 +285,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
               *(("HR bpm", "QRS ms", "QT ms", "QTc ms") if measured else ())]
     lines = [header]
     for r in rows:
-        probs = r.get("probabilities") or {}
+        # The percentages the diagnosis was decided from: balanced-prior ones when the model has a rule.
+        probs = r.get("balanced_probabilities") or r.get("probabilities") or {}
         gate = r.get("gate") or {}
         if r.get("error"):
             diagnosis = "unreadable"
@@ -345,6 +353,14 @@ def run_model_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _describe_rule(rule: Any) -> str:
+    from ecgdx.decision import DecisionRule
+
+    if not isinstance(rule, dict):
+        return DecisionRule(name="argmax").describe()
+    return DecisionRule.from_dict(rule).describe()
+
+
 def describe_metadata(meta: dict[str, Any], label: str) -> str:
     """Human-readable summary of an ecgdx ONNX model's metadata."""
     spec = meta.get("preprocess", {})
@@ -365,6 +381,7 @@ def describe_metadata(meta: dict[str, Any], label: str) -> str:
         ("classes", ", ".join(f"{k} ({names.get(k, k)})" for k in meta.get("classes", []))),
         ("preprocessing", prep),
         ("temperature", f"{float(meta.get('temperature', 1.0)):.4f}"),
+        ("decision", _describe_rule(meta.get("decision_rule"))),
         ("test metrics", metric_text),
         ("data fingerprint", str(meta.get("data_fingerprint") or "unknown")),
         ("exported", f"{meta.get('exported_at', '?')} with ecgdx {meta.get('ecgdx_version', '?')}"),

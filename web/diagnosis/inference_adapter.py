@@ -70,9 +70,12 @@ class OnnxPredictorBackend:
         from ecgdx.explain import render_overlay
 
         p = self._predictor.predict(gray, explain=explain, keep_input=True)
+        # The app shows the probabilities the verdict was decided from: at a balanced prior for models
+        # with a decision rule (ecgdx.decision), so the verdict is the largest bar; MODEL_CARD.md says why.
+        shown = p.balanced_probabilities if p.decision_rule != "argmax" and p.balanced_probabilities else p.probabilities
         out = WebPrediction(
             label=p.label,
-            probabilities={k: float(p.probabilities.get(k, 0.0)) for k in CLASS_KEYS} if p.label else {},
+            probabilities={k: float(shown.get(k, 0.0)) for k in CLASS_KEYS} if p.label else {},
             model_version=p.model_version,
             gate_ok=bool(p.gate.ok),
             gate_score=float(p.gate.score),
@@ -85,7 +88,7 @@ class OnnxPredictorBackend:
         out.model_input = p.model_input
         e = p.explanation
         if e is not None:
-            out.overlay = render_overlay(e, p.probabilities)
+            out.overlay = render_overlay(e, shown)
             out.leads = [{"name": str(n), "importance": float(d)} for n, d, _ in e.regions]
             out.explanation_method = str(e.region_method)
             out.explanation_note = str(e.note)

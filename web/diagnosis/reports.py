@@ -97,7 +97,7 @@ def build_report(analysis: Analysis) -> bytes:
         _st_table(pdf, width, digitization)
         _leads_plot(pdf, width, digitization)
 
-    _heading(pdf, "Calibrated probabilities")
+    _heading(pdf, "Probabilities (balanced prior)")
     for row in analysis.probability_rows():
         _bar(pdf, row["name"], row["value"], 1.0, f"{row['percent']:.1f}%", predicted=row["predicted"])
 

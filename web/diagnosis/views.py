@@ -23,6 +23,7 @@ from diagnosis.http import client_ip, wants_json
 from diagnosis.images import data_uri
 from diagnosis.models import IMAGE_KINDS
 from diagnosis.reports import build_report
+from ecgdx.labels import LEADS
 
 
 def allow_methods(*methods: str):
@@ -121,7 +122,8 @@ def _digitization_context(digitization) -> dict:
 
     signals, rhythm = digitization.arrays()
     # Built from numbers and fixed lead names only (signal_plot), so safe to inline.
-    svg = mark_safe(signals_svg(signals, rhythm, digitization.fs, digitization.template))
+    rhythm_lead = (digitization.summary or {}).get("rhythm_lead")
+    svg = mark_safe(signals_svg(signals, rhythm, digitization.fs, digitization.template, rhythm_lead=rhythm_lead))
     return {"digitization": digitization, "replot_svg": svg}
 
 
@@ -155,7 +157,8 @@ def image_response(analysis, kind: str):
     return response
 
 
-SIGNAL_FORMATS = ("leads.csv", "rhythm_II.csv", "wfdb.zip")
+# "rhythm_II.csv" is the old name of "rhythm.csv", kept so that earlier links still work.
+SIGNAL_FORMATS = ("leads.csv", "rhythm.csv", "rhythm_II.csv", "wfdb.zip")
 
 
 @login_required
@@ -179,11 +182,14 @@ def signals_response(analysis, fmt: str):
     stem = f"ecgdx-{str(analysis.pk)[:8]}"
     if fmt == "leads.csv":
         body, content_type, filename = result.csv_text().encode(), "text/csv; charset=utf-8", f"{stem}-leads.csv"
-    elif fmt == "rhythm_II.csv":
+    elif fmt in ("rhythm.csv", "rhythm_II.csv"):
         text = result.rhythm_csv_text()
         if text is None:
             raise Http404("this page has no rhythm strip")
-        body, content_type, filename = text.encode(), "text/csv; charset=utf-8", f"{stem}-rhythm_II.csv"
+        # The strip's lead as printed (read from the page); only known lead names reach a file name.
+        lead = (result.summary or {}).get("rhythm_lead")
+        suffix = f"rhythm_{lead}" if lead in LEADS else "rhythm"
+        body, content_type, filename = text.encode(), "text/csv; charset=utf-8", f"{stem}-{suffix}.csv"
     else:
         body, content_type, filename = _wfdb_zip(result, stem.replace("-", "_")), "application/zip", f"{stem}-wfdb.zip"
     response = HttpResponse(body, content_type=content_type)

@@ -128,7 +128,7 @@ class DigitizationSerializer(serializers.Serializer):
         out = {key: _absolute(request, "api:prediction-signals", pk=obj.analysis_id, fmt=fmt)
                for key, fmt in (("leads_csv", "leads.csv"), ("wfdb_zip", "wfdb.zip"))}
         if obj.has_rhythm:
-            out["rhythm_csv"] = _absolute(request, "api:prediction-signals", pk=obj.analysis_id, fmt="rhythm_II.csv")
+            out["rhythm_csv"] = _absolute(request, "api:prediction-signals", pk=obj.analysis_id, fmt="rhythm.csv")
         return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLE_ECG = REPO / "examples" / "normal" / "Normal_106.png"
+EXAMPLE_ECG = REPO / "examples" / "normal" / "Normal_100.png"
 
 
 def example_bytes() -> bytes:

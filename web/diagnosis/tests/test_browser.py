@@ -98,7 +98,7 @@ def test_sign_in_upload_see_result_and_download_report(live_server, browser_page
 
     page.get_by_label("Choose a picture or drag it here").set_input_files(str(helpers.EXAMPLE_ECG))
     info = page.locator("#file-info").inner_text()
-    assert "Normal_106.png" in info and "140.1 kB" in info  # size shown before the upload
+    assert "Normal_100.png" in info and "136.2 kB" in info  # size shown before the upload
     page.get_by_role("button", name="Analyse").click()
     page.wait_for_url(re.compile(r".*/analyses/[0-9a-f-]{36}/$"))
 

@@ -94,7 +94,7 @@ def test_result_page_shows_replot_measurements_and_downloads(alice, page_png):
     assert html.count("<polyline") >= 13
     assert 'id="measure-heart_rate_bpm"' in html and row.measurements["heart_rate_bpm"] == pytest.approx(72, abs=3)
     assert f"{row.measurements['heart_rate_bpm']:.0f} bpm" in html
-    for fmt in ("leads.csv", "rhythm_II.csv", "wfdb.zip"):
+    for fmt in ("leads.csv", "rhythm.csv", "wfdb.zip"):
         assert reverse("diagnosis:signals", args=[analysis.pk, fmt]) in html
     assert reverse("diagnosis:image", args=[analysis.pk, "original"]) in html
     client.get(reverse("diagnosis:result", args=[analysis.pk]))
@@ -156,8 +156,12 @@ def test_signal_downloads(alice, page_png):
     assert rows[0] == HEADER and len(rows) == 5001
     aVR = [r[HEADER.index("aVR")] for r in rows[1:]]
     assert aVR[0] == "" and aVR[1300] != "" and aVR[2600] == ""  # printed 2.5-5 s only
-    strip = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm_II.csv"]))
+    strip = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm.csv"]))
     assert strip.content.decode().splitlines()[0] == "time,II"
+    lead = row.summary.get("rhythm_lead")
+    assert strip["Content-Disposition"].endswith(f'-rhythm_{lead}.csv"' if lead else '-rhythm.csv"')
+    old_link = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm_II.csv"]))
+    assert old_link.status_code == 200 and old_link.content == strip.content
     archive = zipfile.ZipFile(io.BytesIO(client.get(reverse("diagnosis:signals", args=[analysis.pk, "wfdb.zip"])).content))
     names = set(archive.namelist())
     assert any(n.endswith(".hea") for n in names) and any(n.endswith("_rhythm.dat") for n in names)

@@ -49,7 +49,7 @@ def test_report_holds_everything_the_page_shows(client, stemi_png):
     # Verdict, and the measurements' disagreement with it right under it.
     assert "Normal (70.0%)" in text
     assert "THE MEASUREMENTS DISAGREE WITH THE MODEL" in text and "STEMI" in text
-    assert text.index("DISAGREE") < text.index("Calibrated probabilities")
+    assert text.index("DISAGREE") < text.index("Probabilities (balanced prior)")
     # Findings with their leads and values, the criteria, the clinician note.
     assert "Findings from the measurements" in text and "ST elevation in the inferior leads" in text
     assert "reciprocal ST depression in aVL" in text and "Criterion: ST elevation in two contiguous leads" in text

@@ -29,7 +29,7 @@ def test_ecgdx_serve_gives_a_working_app(tmp_path, tiny_model):
         assert status == 200 and b"this is a demo" in page  # local settings: anonymous demo on
         css = re.search(rb'href="(/static/diagnosis/app\.css)"', page).group(1).decode()
         assert fetch(base + css)[0] == 200
-        body, content_type = multipart("image", "Normal_106.png", helpers.example_bytes())
+        body, content_type = multipart("image", "Normal_100.png", helpers.example_bytes())
         status, _, answer = fetch(f"{base}/api/v1/predictions", data=body, headers={"Content-Type": content_type})
         assert status == 200 and json.loads(answer)["id"] is None  # demo: answered, not stored
         status, _, answer = fetch(f"{base}/api/v1/predictions", data=b"x", headers={"Content-Type": "text/plain"})
