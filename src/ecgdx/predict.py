@@ -315,9 +315,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ecgdx.export import export_checkpoint
-
     from ecgdx.errors import ModelError
+    from ecgdx.export import export_checkpoint
 
     rule = test_metrics = None
     if args.decision_rule is not None:

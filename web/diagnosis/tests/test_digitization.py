@@ -158,7 +158,7 @@ def test_signal_downloads(alice, page_png):
     assert aVR[0] == "" and aVR[1300] != "" and aVR[2600] == ""  # printed 2.5-5 s only
     strip = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm.csv"]))
     assert strip.content.decode().splitlines()[0] == "time,II"
-    lead = row.summary.get("rhythm_lead")
+    lead = Digitization.objects.get(analysis=analysis).summary.get("rhythm_lead")
     assert strip["Content-Disposition"].endswith(f'-rhythm_{lead}.csv"' if lead else '-rhythm.csv"')
     old_link = client.get(reverse("diagnosis:signals", args=[analysis.pk, "rhythm_II.csv"]))
     assert old_link.status_code == 200 and old_link.content == strip.content
