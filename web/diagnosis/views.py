@@ -187,7 +187,7 @@ def signals_response(analysis, fmt: str):
         if text is None:
             raise Http404("this page has no rhythm strip")
         # The strip's lead as printed (read from the page); only known lead names reach a file name.
-        lead = (result.summary or {}).get("rhythm_lead")
+        lead = (digitization.summary or {}).get("rhythm_lead")
         suffix = f"rhythm_{lead}" if lead in LEADS else "rhythm"
         body, content_type, filename = text.encode(), "text/csv; charset=utf-8", f"{stem}-{suffix}.csv"
     else:
