@@ -301,3 +301,26 @@ def test_a_rendered_and_digitised_page_measures_like_its_record(name):
     assert on_page.qrs_ms == pytest.approx(original.qrs_ms, abs=10)
     assert on_page.pr_ms == pytest.approx(original.pr_ms, abs=10)
     assert on_page.qt_ms == pytest.approx(original.qt_ms, abs=20)
+
+
+def test_real_normal_pages_get_normal_qrs_durations():
+    """Issue 14: normal pages were shown QRS 213 ms. On normal pages of the dataset the QRS should
+    mostly read 60-120 ms, and no value outside physiological limits may be shown."""
+    from realdata import DEV_DIR, require, sample_dev_rows
+
+    from ecgdx.digitize import digitize
+
+    require(DEV_DIR)
+    files = [r["file"] for r in sample_dev_rows(6) if r["label"] == "normal"]
+    files.append("Normal Person ECG Images (859)/Normal (787).png")  # its strip's P waves fooled the R-peak detector
+    normal = measured = 0
+    for file in files:
+        page = digitize(DEV_DIR / file)
+        m = measure(page, page.fs)
+        for name, low, high in (("qrs_ms", 50, 200), ("pr_ms", 70, 400), ("qt_ms", 200, 650)):
+            value = getattr(m, name)
+            assert value is None or low <= value <= high, (file, name, value)
+        if m.qrs_ms is not None:
+            measured += 1
+            normal += 60 <= m.qrs_ms <= 120
+    assert measured >= len(files) - 1 and normal >= measured - 1, (normal, measured, len(files))

@@ -262,8 +262,8 @@ def _rhythm_signal(leads: dict[str, np.ndarray], fs: float) -> tuple[str | None,
 
 
 def _refine_peaks(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
-    """Each detected peak moved to the steepest point within 150 ms, then to the largest deflection
-    within 40 ms of it; duplicates (< 250 ms apart) merged. On some digitised strips with thin QRS
+    """Each detected peak more than 60 ms from the steepest point within 150 ms moved to the largest
+    deflection within 40 ms of that point; duplicates (< 250 ms apart) merged. On some digitised strips with thin QRS
     spikes the detector marks P waves; the QRS is where the slope is."""
     if not len(peaks):
         return peaks
@@ -276,6 +276,8 @@ def _refine_peaks(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
         a, b = max(0, steep - near), min(len(x), steep + near + 1)
         part = x[a:b]
         q = a + int(np.argmax(np.abs(part - np.median(x[lo:hi]))))
+        if abs(q - int(p)) <= int(round(0.06 * fs)):
+            q = int(p)  # on the QRS already: keep the detector's consistent choice of point
         if moved and q - moved[-1] < int(round(0.25 * fs)):
             continue
         moved.append(q)

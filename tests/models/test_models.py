@@ -23,8 +23,8 @@ from ecgdx.models import (
 from ecgdx.models.ecg_pagenet import GridPool
 
 ALL_MODELS = list_models()
-# ResNet-50/MobileNetV2 are slow at 384 on a CPU; their gradient paths are the same at 128.
-_SMALL_INPUT_MODELS = {"resnet50", "mobilenetv2"}
+# ResNet-50, MobileNetV2 and EfficientNet-Lite are slow at 384 on a CPU; their gradient paths are the same at 128.
+_SMALL_INPUT_MODELS = {"resnet50", "mobilenetv2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
 
 
 def _side(name: str) -> int:
