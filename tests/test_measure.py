@@ -324,3 +324,10 @@ def test_real_normal_pages_get_normal_qrs_durations():
             measured += 1
             normal += 60 <= m.qrs_ms <= 120
     assert measured >= len(files) - 1 and normal >= measured - 1, (normal, measured, len(files))
+
+
+def test_a_t_wave_running_into_the_next_p_wave_makes_qt_uncertain():
+    m = measure(built_ecg(150, 160, 80, 330, seed=10), FS)  # next P starts 240 ms after QRS onset
+    assert m.qt_ms is not None and m.flags["qt_ms"] == "uncertain"
+    assert "next beat's P wave" in m.flag_reasons["qt_ms"]
+    assert m.qrs_ms == pytest.approx(80, abs=10)

@@ -372,6 +372,7 @@ class _Delineation:
     p_on: float | None = None
     p_on_spread: float | None = None  # samples between the tangent onset and the quarter-height point
     p_amplitude: float = 0.0
+    t_meets_p: bool = False  # the T wave runs into the next beat's P wave
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -619,6 +620,7 @@ def _p_onset(d: _Delineation, medians: dict[str, np.ndarray], pre: int, fs: floa
     start = max(0, int(round(pre + earliest)))
     if stop - start < int(0.04 * fs):
         d.notes["pr_ms"] = "no room for a P wave between the previous T wave and the QRS"
+        d.t_meets_p = d.t_end is not None
         return
     envelope = np.zeros(stop - start)
     amplitudes, leads = [], 0
@@ -678,6 +680,12 @@ def _intervals(result: Measurements, d: _Delineation | None, peaks: np.ndarray, 
                 doubts["qt_ms"].append(f"the largest T wave is only {d.t_amplitude:.2f} mV")
             if d.t_end_spread is not None and d.t_end_spread * ms > _SHARPNESS_MS["qt_ms"]:
                 doubts["qt_ms"].append(f"the leads' T ends differ by {d.t_end_spread * ms:.0f} ms")
+        if d.p_on is not None and d.t_end is not None:
+            # at fast rates the T wave runs into the next P wave and its end cannot be seen
+            gap = (d.rr_s * fs + d.p_on - d.t_end) * ms
+            d.t_meets_p = d.t_meets_p or gap < 20.0
+        if d.t_meets_p and values["qt_ms"] is not None:
+            doubts["qt_ms"].append("the T wave runs into the next beat's P wave, so its end is hidden")
         if d.p_on is not None:
             values["pr_ms"] = (d.qrs_on - d.p_on) * ms
             if d.p_amplitude < 1.5 * _MIN_P_MV:
