@@ -52,18 +52,10 @@ def _all_pages(cfg: ExperimentConfig) -> tuple[SplitData, list[str], list[str], 
         names = [f"synthetic-{i}" for i in range(len(images))]
         splits = ["test" if i % 5 == 0 else "train" for i in range(len(images))]
         return SplitData(images, labels, templates, names), names, splits, f"synthetic-{cfg.data.synthetic}"
-    if not cfg.data.manifest:
-        raise ConfigError("data.manifest is empty: run `ecgdx data index DIR --out manifest.csv` and set it")
-    from ecgdx.data.cache import load_preprocessed
-    from ecgdx.data.index import manifest_fingerprint, read_manifest
+    from ecgdx.training import load_manifest_pages
 
-    rows = read_manifest(cfg.data.manifest)
-    if not rows:
-        raise DataError(f"{cfg.data.manifest} lists no images")
-    images = load_preprocessed([r.path for r in rows], [r.sha256 for r in rows], spec, cfg.data.cache_dir)
-    labels = np.asarray([CLASS_KEYS.index(r.label) for r in rows], np.int64)
-    pages = SplitData(images, labels, [r.template for r in rows], [r.relpath for r in rows])
-    return pages, [r.group for r in rows], [r.split for r in rows], manifest_fingerprint(rows)
+    rows, pages, fingerprint = load_manifest_pages(cfg)
+    return pages, [r.group for r in rows], [r.split for r in rows], fingerprint
 
 
 def _subset(pages: SplitData, idx: np.ndarray) -> SplitData:

@@ -54,6 +54,22 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- data
 
 
+def load_manifest_pages(cfg: ExperimentConfig) -> tuple[list, SplitData, str]:
+    """(manifest rows, every page preprocessed as one SplitData in row order, data fingerprint)."""
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest is empty: run `ecgdx data index DIR --out manifest.csv` and set it")
+    from ecgdx.data.cache import load_preprocessed
+    from ecgdx.data.index import manifest_fingerprint, read_manifest
+
+    rows = read_manifest(cfg.data.manifest)
+    if not rows:
+        raise DataError(f"{cfg.data.manifest} lists no images")
+    images = load_preprocessed([r.path for r in rows], [r.sha256 for r in rows], cfg.preprocess, cfg.data.cache_dir)
+    labels = np.asarray([CLASS_KEYS.index(r.label) for r in rows], np.int64)
+    pages = SplitData(images, labels, [r.template for r in rows], [r.relpath for r in rows])
+    return rows, pages, manifest_fingerprint(rows)
+
+
 def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
     """Return ({"train", "val", "test"} -> SplitData, data fingerprint) for the configured protocol."""
     spec = cfg.preprocess
@@ -68,19 +84,8 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
             splits[name] = SplitData(images, labels, templates, [f"synthetic-{name}-{i}" for i in range(len(images))])
         return splits, f"synthetic-{cfg.data.synthetic}-seed{cfg.train.seed}"
 
-    if not cfg.data.manifest:
-        raise ConfigError("data.manifest is empty: run `ecgdx data index DIR --out manifest.csv` and set it")
-    from ecgdx.data.cache import load_preprocessed
-    from ecgdx.data.index import manifest_fingerprint, read_manifest
-
-    rows = read_manifest(cfg.data.manifest)
-    if not rows:
-        raise DataError(f"{cfg.data.manifest} lists no images")
-    images = load_preprocessed([r.path for r in rows], [r.sha256 for r in rows], spec, cfg.data.cache_dir)
-    labels = np.asarray([CLASS_KEYS.index(r.label) for r in rows], np.int64)
-    templates = [r.template for r in rows]
-    names = [r.relpath for r in rows]
-    fingerprint = manifest_fingerprint(rows)
+    rows, everything, fingerprint = load_manifest_pages(cfg)
+    images, labels, templates, names = everything.images, everything.labels, everything.templates, everything.names
 
     if cfg.data.protocol == "honest":
         splits = {}

@@ -41,6 +41,7 @@ from torch import nn
 from ecgdx.errors import ModelError
 from ecgdx.labels import NUM_CLASSES
 from ecgdx.models import register_model
+from ecgdx.models.torchvision_models import read_state_dict
 
 __all__ = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_pytorch_to_timm",
            "imagenet_weights_path"]
@@ -174,13 +175,7 @@ def _build(name: str, num_classes: int, in_chans: int, pretrained: str | None, d
     model = base
     if pretrained is not None:
         path = imagenet_weights_path(name) if pretrained == "imagenet" else Path(pretrained)
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ModelError(f"pretrained weights file not found: {path}") from None
-        except Exception as exc:
-            raise ModelError(f"cannot read pretrained weights {path}: {exc}") from exc
-        state = efficientnet_pytorch_to_timm(raw, model)
+        state = efficientnet_pytorch_to_timm(read_state_dict(path), model)
         model.load_state_dict(state, strict=True)
         model.pretrained_source = os.fspath(path)
     # The stem and head are adapted after loading, so the ImageNet tensors load strictly first.

@@ -32,7 +32,7 @@ from ecgdx.errors import ModelError
 from ecgdx.labels import NUM_CLASSES
 from ecgdx.models import register_model
 
-__all__ = ["adapt_stem_weight", "load_pretrained", "mobilenetv2", "resnet50"]
+__all__ = ["adapt_stem_weight", "load_pretrained", "mobilenetv2", "read_state_dict", "resnet50"]
 
 
 def adapt_stem_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ def adapt_stem_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.mean(dim=1, keepdim=True).repeat(1, in_chans, 1, 1) * (3.0 / in_chans)
 
 
-def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         # weights_only: a .pth is untrusted input; only tensors and plain containers are unpickled.
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -75,7 +75,7 @@ def load_pretrained(
     in_chans: int,
 ) -> None:
     """Load a local ImageNet state_dict: strict except the head, stem adapted to ``in_chans``."""
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     if stem_key not in state:
         raise ModelError(f"{os.fspath(path)} has no {stem_key!r}: not weights for this architecture")
     state[stem_key] = adapt_stem_weight(state[stem_key], in_chans)
