@@ -67,6 +67,18 @@ def test_probabilities_are_calibrated_softmax(predictor, page_png):
     assert p.label == CLASS_KEYS[int(np.argmax(expected))]
 
 
+def test_explain_class_explains_the_class_asked_for(predictor, page_png):
+    decided = predictor.predict(page_png, explain=True, grid=(2, 2))
+    assert decided.explanation.target == decided.label
+    other = next(k for k in CLASS_KEYS if k != decided.label)
+    asked = predictor.predict(page_png, explain=True, grid=(2, 2), explain_class=other)
+    assert asked.label == decided.label and asked.explanation.target == other
+    assert asked.explanation.base_probability == pytest.approx(asked.balanced_probabilities[other], abs=1e-6) or \
+        asked.explanation.base_probability == pytest.approx(asked.probabilities[other], abs=1e-6)
+    with pytest.raises(ValueError, match="explain_class"):
+        predictor.predict(page_png, explain=True, explain_class="stemi")
+
+
 def test_path_bytes_file_and_array_agree(predictor, page_png):
     data = page_png.read_bytes()
     array = cv2.imread(str(page_png), cv2.IMREAD_UNCHANGED)

@@ -247,6 +247,7 @@ class Predictor:
         strict: bool = False,
         grid: tuple[int, int] = (8, 8),
         keep_input: bool = False,
+        explain_class: str | None = None,
     ) -> Prediction:
         """Classify one picture.
 
@@ -258,6 +259,8 @@ class Predictor:
             strict: raise NotAnEcgError instead of returning an undiagnosed Prediction.
             grid: occlusion grid (rows, columns) for explain.
             keep_input: also return the picture the model saw (``Prediction.model_input``).
+            explain_class: explain this class (a key of ``CLASS_KEYS``) instead of the one decided
+                now; the web app passes the stored verdict, so a later explanation is of that verdict.
 
         Raises:
             InvalidImageError: unreadable input. NotAnEcgError: strict and the gate refused it.
@@ -265,7 +268,9 @@ class Predictor:
         prepared = self._prepare(source, explain, force)
         if strict and not force and not prepared.gate.ok:
             raise NotAnEcgError(_refusal(prepared))
-        result = self._finish([prepared], explain=explain, force=force, grid=grid)[0]
+        if explain_class is not None and explain_class not in CLASS_KEYS:
+            raise ValueError(f"explain_class must be one of {', '.join(CLASS_KEYS)}, got {explain_class!r}")
+        result = self._finish([prepared], explain=explain, force=force, grid=grid, explain_class=explain_class)[0]
         if keep_input:
             result.model_input = prepared.details.model_input
         return result
@@ -350,7 +355,8 @@ class Predictor:
         return page, info.to_dict()
 
     def _finish(
-        self, prepared: Sequence[_Prepared], *, explain: bool, force: bool, grid: tuple[int, int]
+        self, prepared: Sequence[_Prepared], *, explain: bool, force: bool, grid: tuple[int, int],
+        explain_class: str | None = None,
     ) -> list[Prediction]:
         """Run inference on the pages that passed the gate (or all, when forced) as one batch."""
         todo = [i for i, p in enumerate(prepared) if p.gate.ok or force]
@@ -380,7 +386,7 @@ class Predictor:
                 display = self.display_names[label]
                 if explain:
                     t0 = time.perf_counter()
-                    explanation = self._explain(p, CLASS_KEYS.index(label), grid)
+                    explanation = self._explain(p, CLASS_KEYS.index(explain_class or label), grid)
                     timings["explain"] = timings.get("explain", 0.0) + _ms(time.perf_counter() - t0)
             timings["total"] = round(sum(timings.values()), 3)
             results.append(Prediction(

@@ -51,7 +51,8 @@ class WebPrediction:
 class PredictorBackend(Protocol):
     model_version: str
 
-    def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction: ...
+    def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
+        """explain_class: explain this class instead of the one decided now (a stored verdict)."""
 
     def model_info(self) -> dict[str, Any]: ...
 
@@ -66,10 +67,10 @@ class OnnxPredictorBackend:
         self.model_version = self._predictor.model_version
         self.path = self._predictor.path
 
-    def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction:
+    def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
         from ecgdx.explain import render_overlay
 
-        p = self._predictor.predict(gray, explain=explain, keep_input=True)
+        p = self._predictor.predict(gray, explain=explain, keep_input=True, explain_class=explain_class)
         # The app shows the probabilities the verdict was decided from: at a balanced prior for models
         # with a decision rule (ecgdx.decision), so the verdict is the largest bar; MODEL_CARD.md says why.
         shown = p.balanced_probabilities if p.decision_rule != "argmax" and p.balanced_probabilities else p.probabilities

@@ -354,8 +354,8 @@ def _stored_upload(analysis: Analysis) -> bytes | None:
 def explanation_get_or_create(*, analysis: Analysis) -> bool:
     """Make and store the explanation of a stored analysis if it has none yet; True when it has one.
 
-    The explanation is computed from the stored picture with the model in use, for the class that
-    model predicts on it (the stored label, unless the model was replaced since). False when it cannot be made: the picture was deleted by the
+    The explanation is computed from the stored picture with the model in use, always for the
+    stored verdict's class, so it never explains another answer than the one shown. False when it cannot be made: the picture was deleted by the
     retention policy, or the model or picture is unavailable now (the reason is logged; the result
     itself is never touched).
     """
@@ -369,7 +369,8 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
 
         # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
         gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
-        result = get_predictor().predict(gray, explain=True)
+        # Explain the stored verdict, not whatever the model would decide on the stored copy now.
+        result = get_predictor().predict(gray, explain=True, explain_class=analysis.label or None)
     except EcgdxError as exc:
         logger.warning("analysis %s: no explanation made: %s", analysis.pk, exc)
         return False

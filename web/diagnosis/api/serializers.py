@@ -45,6 +45,8 @@ class ExplanationSerializer(serializers.Serializer):
     already points at the picture (fetching it makes the explanation)."""
 
     status = serializers.SerializerMethodField(help_text="ready, pending (made on first GET) or unavailable")
+    label = serializers.SerializerMethodField(
+        help_text="the class explained: always the verdict's label (null until the explanation is ready)")
     method = serializers.CharField(source="explanation_method", help_text="page_layout, canonical or grid")
     note = serializers.CharField(source="explanation_note")
     leads = LeadSerializer(many=True, source="lead_importance")
@@ -57,6 +59,9 @@ class ExplanationSerializer(serializers.Serializer):
         if obj.explanation_method:
             return "ready"
         return "pending" if self.context.get("stored", True) and obj.original_image else "unavailable"
+
+    def get_label(self, obj) -> str | None:
+        return obj.label if obj.explanation_method and obj.label else None
 
     def _image_url(self, obj: Analysis, kind: str) -> str | None:
         if not self.context.get("stored", True):

@@ -18,7 +18,7 @@ class FakePredictor:
     def __init__(self) -> None:
         self.calls = 0
 
-    def predict(self, gray: np.ndarray, *, explain: bool = True) -> WebPrediction:
+    def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
         self.calls += 1
         h, w = gray.shape
         ok = float(gray.std()) >= 5.0

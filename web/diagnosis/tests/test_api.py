@@ -62,8 +62,9 @@ def test_create_prediction(api):
         assert e[key].startswith("http://testserver/api/v1/predictions/")
         image = api.get(e[key])
         assert image.status_code == 200 and b"".join(image.streaming_content)[:4] == b"\x89PNG"
+    assert e["label"] is None  # nothing explained yet
     e = api.get(body["url"]).json()["explanation"]
-    assert e["status"] == "ready" and e["method"] == "page_layout"
+    assert e["status"] == "ready" and e["method"] == "page_layout" and e["label"] == body["label"]
     assert e["leads"][0] == {"name": "I", "importance": 0.2}
     assert body["upload"]["sha256"] == a.upload_sha256 and body["upload"]["type"] == "png"
     report = api.get(body["report_url"], HTTP_ACCEPT="application/pdf")
