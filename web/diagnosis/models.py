@@ -169,12 +169,17 @@ class Digitization(models.Model):
         return DigitizedECG.from_summary(self.summary, signals, rhythm)
 
     def measurement_rows(self) -> list[dict]:
-        """[{key, label, value, unit, reason}] for the result page (ecgdx.measure.FIELDS order)."""
+        """[{key, label, value, unit, reason, flag, flag_reason}] for the result page (ecgdx.measure.FIELDS
+        order). flag: ok, uncertain, implausible or not measured (ecgdx.measure), so that an uncertain
+        value is never shown as a plain fact."""
         from ecgdx.measure import FIELDS
 
         values = self.measurements or {}
         reasons = values.get("reasons", {})
-        return [{"key": key, "label": label, "value": values.get(key), "unit": unit, "reason": reasons.get(key, "")}
+        flags, flag_reasons = values.get("flags", {}), values.get("flag_reasons", {})
+        return [{"key": key, "label": label, "value": values.get(key), "unit": unit, "reason": reasons.get(key, ""),
+                 "flag": flags.get(key, "ok" if values.get(key) is not None else "not measured"),
+                 "flag_reason": flag_reasons.get(key, "")}
                 for key, label, unit in FIELDS]
 
     def st_rows(self) -> list[dict]:
