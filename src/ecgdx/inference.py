@@ -173,8 +173,9 @@ class Predictor:
         threads: onnxruntime intra-op threads, and workers for ``predict_many``'s preprocessing.
             None = 1: the lowest latency per picture on a shared server, and no oversubscription
             when several predictors run side by side; use 2-4 for batch throughput.
-        normalize: straighten photos before reading them (``ecgdx.normalize``: sheet perspective,
-            rotation up to 15 deg, uneven lighting); a clean scan passes unchanged.
+        normalize: straighten photos before reading them (``ecgdx.normalize``: quarter and half
+            turns, sheet perspective, perspective from the page's own lines, rotation up to 15 deg,
+            uneven lighting); a clean scan passes unchanged.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, threads: int | None = None,
@@ -350,8 +351,12 @@ class Predictor:
             return page, None
         flat, info = normalize_page(page.gray)
         if info.applied:
-            # Crop boxes are then in the straightened page's pixels (scaled), not the upload's.
-            page = Page(flat, page.original_size, page.scale)
+            # Crop boxes are then in the straightened page's pixels (scaled), not the upload's; a
+            # quarter turn swaps the page's height and width.
+            size = page.original_size
+            if getattr(info, "turn_deg", 0) in (90, 270):
+                size = (size[1], size[0])
+            page = Page(flat, size, page.scale)
         return page, info.to_dict()
 
     def _finish(
