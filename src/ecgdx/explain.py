@@ -270,14 +270,28 @@ def canonical_lead_boxes(height: int, width: int) -> dict[str, Box]:
     return boxes
 
 
+def canonical_regions(spec: PreprocessSpec) -> Regions:
+    """Lead boxes in model-input pixels for a canonical page: fixed by the layout, so they need
+    neither the page nor its preprocessing record (``Predictor.explain_model_input`` uses this)."""
+    # Only layout_method is read for a canonical page (its aspect is fixed); a stand-in record says so.
+    record = _CanonicalRecord()
+    cx0, cy0, cx1, cy1 = content_box(record, spec, spec.height, spec.width)
+    boxes = canonical_lead_boxes(cy1 - cy0, cx1 - cx0)
+    shifted = {k: (x0 + cx0, y0 + cy0, x1 + cx0, y1 + cy0) for k, (x0, y0, x1, y1) in boxes.items()}
+    return Regions(shifted, "canonical", "leads at the canonical page's fixed positions")
+
+
+class _CanonicalRecord:
+    layout_method = "canonical"
+    crop_box = None
+
+
 def lead_regions(spec: PreprocessSpec, details: PreprocessDetails, gray: np.ndarray | None) -> Regions:
     """Lead panel boxes in model-input pixels for this page, or an empty grid fallback with a note."""
     height, width = spec.height, spec.width
     cx0, cy0, cx1, cy1 = content_box(details, spec, height, width)
     if details.layout_method == "canonical":
-        boxes = canonical_lead_boxes(cy1 - cy0, cx1 - cx0)
-        shifted = {k: (x0 + cx0, y0 + cy0, x1 + cx0, y1 + cy0) for k, (x0, y0, x1, y1) in boxes.items()}
-        return Regions(shifted, "canonical", "leads at the canonical page's fixed positions")
+        return canonical_regions(spec)
     if gray is None:
         return Regions({}, "grid", "the page was not available to find the leads; ranking grid cells instead")
     try:

@@ -403,6 +403,35 @@ class Predictor:
             ))
         return results
 
+    def explain_model_input(self, model_input: np.ndarray, target: str, *, canonical: bool,
+                            grid: tuple[int, int] = (8, 8)):
+        """Explain class ``target`` on a stored model input, so the explanation is of exactly what
+        the verdict saw.
+
+        model_input: (H, W) uint8, as ``Prediction.model_input`` (the tensor is model_input / 255,
+            bit for bit), of this model's spec size. canonical: the page was read in the canonical
+            layout (``preprocess["layout_method"] == "canonical"``); lead boxes are then known,
+            otherwise grid cells are ranked. The explanation's ``base_probability`` is the
+            verdict's probability of ``target``.
+        """
+        from dataclasses import replace
+
+        from ecgdx.explain import Regions, canonical_regions, explain_input
+
+        image = np.asarray(model_input)
+        if image.dtype != np.uint8 or image.shape != (self.spec.height, self.spec.width):
+            raise ModelError(f"a stored model input must be a ({self.spec.height}, {self.spec.width}) uint8 "
+                             f"picture for this model, got {image.dtype} {image.shape}")
+        if target not in CLASS_KEYS:
+            raise ValueError(f"target must be one of {', '.join(CLASS_KEYS)}, got {target!r}")
+        tensor = (image.astype(np.float32) / 255.0)[None]
+        regions = canonical_regions(self.spec) if canonical else Regions(
+            {}, "grid", "the lead layout of this page was not found; ranking grid cells instead")
+        scorer = self.probabilities if self.rule.name == "argmax" else self.balanced_probabilities
+        explanation = explain_input(scorer, tensor, CLASS_KEYS.index(target), regions=regions, grid=grid,
+                                    spec=self.spec)
+        return replace(explanation, background=image, background_kind="model_input")
+
     def _explain(self, prepared: _Prepared, target: int, grid: tuple[int, int]):
         from ecgdx.explain import explain_input
 

@@ -42,6 +42,7 @@ class WebPrediction:
     leads: list[dict[str, Any]] = field(default_factory=list)
     explanation_method: str = ""
     explanation_note: str = ""
+    explanation_probability: float | None = None
 
     @property
     def display_name(self) -> str | None:
@@ -53,6 +54,9 @@ class PredictorBackend(Protocol):
 
     def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
         """explain_class: explain this class instead of the one decided now (a stored verdict)."""
+
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
+        """The explanation of ``label`` on a stored model input (overlay, leads, method, note, probability)."""
 
     def model_info(self) -> dict[str, Any]: ...
 
@@ -93,7 +97,22 @@ class OnnxPredictorBackend:
             out.leads = [{"name": str(n), "importance": float(d)} for n, d, _ in e.regions]
             out.explanation_method = str(e.region_method)
             out.explanation_note = str(e.note)
+            out.explanation_probability = float(e.base_probability)
         return out
+
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
+        from ecgdx.explain import render_overlay
+
+        e = self._predictor.explain_model_input(model_input, label, canonical=canonical)
+        shown = {label: float(e.base_probability)}
+        return WebPrediction(
+            label=label, probabilities=shown, model_version=self.model_version, gate_ok=True, gate_score=1.0,
+            gate_reasons=[], timings_ms={}, preprocess={}, model_input=model_input,
+            overlay=render_overlay(e, shown),
+            leads=[{"name": str(n), "importance": float(d)} for n, d, _ in e.regions],
+            explanation_method=str(e.region_method), explanation_note=str(e.note),
+            explanation_probability=float(e.base_probability),
+        )
 
     def model_info(self) -> dict[str, Any]:
         meta = self._predictor.metadata

@@ -43,6 +43,9 @@ class Analysis(models.Model):
     )
     explanation_method = models.CharField(max_length=32, blank=True)
     explanation_note = models.TextField(blank=True)
+    explanation_probability = models.FloatField(
+        null=True, blank=True, help_text="probability of the explained class on the input the explanation read "
+        "(equal to the verdict's when it was made from the stored model input)")
     preprocess = models.JSONField(default=dict, blank=True, help_text="crop box, page size, template")
 
     upload_sha256 = models.CharField(max_length=64, db_index=True)

@@ -183,6 +183,7 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
         lead_importance=result.leads,
         explanation_method=result.explanation_method,
         explanation_note=result.explanation_note,
+        explanation_probability=result.explanation_probability,
         preprocess=_jsonable(result.preprocess),
         upload_sha256=hashlib.sha256(data).hexdigest(),
         upload_bytes=len(data),
@@ -351,26 +352,54 @@ def _stored_upload(analysis: Analysis) -> bytes | None:
         return None
 
 
+def _explain_stored_model_input(analysis: Analysis) -> WebPrediction | None:
+    """The explanation made from the stored picture the model saw (the verdict's own input, bit for
+    bit), or None when that cannot be used: a page not read in the canonical layout, no stored model
+    input, another model version, or a backend without the method."""
+    predictor = get_predictor()
+    # Only canonical pages: their lead boxes are fixed in the model input. A page read as a crop
+    # keeps the old path, which finds its leads on the stored page.
+    canonical = (analysis.preprocess or {}).get("layout_method") == "canonical"
+    if (not canonical or not analysis.model_input_image or not analysis.label
+            or analysis.model_version != predictor.model_version or not hasattr(predictor, "explain_model_input")):
+        return None
+    import cv2
+    import numpy as np
+
+    try:
+        with analysis.model_input_image.open("rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    model_input = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if model_input is None:
+        return None
+    return predictor.explain_model_input(model_input, analysis.label, canonical=True)
+
+
 def explanation_get_or_create(*, analysis: Analysis) -> bool:
     """Make and store the explanation of a stored analysis if it has none yet; True when it has one.
 
-    The explanation is computed from the stored picture with the model in use, always for the
-    stored verdict's class, so it never explains another answer than the one shown. False when it cannot be made: the picture was deleted by the
+    The explanation is computed from the stored picture the model saw (so its probability is the
+    verdict's), or, when that is missing or the model was replaced, from the stored upload; always for
+    the stored verdict's class, so it never explains another answer than the one shown. False when it cannot be made: the picture was deleted by the
     retention policy, or the model or picture is unavailable now (the reason is logged; the result
     itself is never touched).
     """
     if analysis.explanation_method:
         return True
-    data = _stored_upload(analysis)
-    if data is None:
-        return False
     try:
-        from ecgdx.preprocessing import decode_image
+        result = _explain_stored_model_input(analysis)
+        if result is None:
+            data = _stored_upload(analysis)
+            if data is None:
+                return False
+            from ecgdx.preprocessing import decode_image
 
-        # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
-        gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
-        # Explain the stored verdict, not whatever the model would decide on the stored copy now.
-        result = get_predictor().predict(gray, explain=True, explain_class=analysis.label or None)
+            # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
+            gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
+            # Explain the stored verdict, not whatever the model would decide on the stored copy now.
+            result = get_predictor().predict(gray, explain=True, explain_class=analysis.label or None)
     except EcgdxError as exc:
         logger.warning("analysis %s: no explanation made: %s", analysis.pk, exc)
         return False
@@ -381,7 +410,8 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
         heatmap_name = analysis.heatmap_image.storage.save(random_name("derived", "png"),
                                                            ContentFile(images.encode_png(result.overlay)))
     fields = {"lead_importance": result.leads, "explanation_method": result.explanation_method,
-              "explanation_note": result.explanation_note, "heatmap_image": heatmap_name}
+              "explanation_note": result.explanation_note, "heatmap_image": heatmap_name,
+              "explanation_probability": result.explanation_probability}
     # Two first views at once: the first update wins; the loser removes its picture.
     updated = Analysis.objects.filter(pk=analysis.pk, explanation_method="").update(**fields)
     if not updated:

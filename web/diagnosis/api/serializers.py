@@ -60,6 +60,11 @@ class ExplanationSerializer(serializers.Serializer):
             return "ready"
         return "pending" if self.context.get("stored", True) and obj.original_image else "unavailable"
 
+    probability = serializers.FloatField(
+        source="explanation_probability", allow_null=True,
+        help_text="probability of the explained class on the input the explanation read; equal to the "
+        "verdict's when made from the stored model input (null until ready)")
+
     def get_label(self, obj) -> str | None:
         return obj.label if obj.explanation_method and obj.label else None
 

@@ -46,6 +46,14 @@ class FakePredictor:
             out.explanation_note = "leads found on the page (3x4_grid)"
         return out
 
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
+        """Like the real backend: the verdict's own probability, since the input is the verdict's."""
+        out = self.predict(cv2.resize(model_input, (300, 200)), explain=True)
+        out.label = label
+        out.explanation_probability = out.probabilities[label]
+        out.explanation_note = "explained on the stored model input"
+        return out
+
     def model_info(self) -> dict:
         return {
             "model_version": self.model_version,

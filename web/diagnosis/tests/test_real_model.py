@@ -126,3 +126,52 @@ def test_a_photographed_page_is_stored_straightened_and_blanked(real_predictor, 
     assert abs(stored.shape[1] / stored.shape[0] - w / h) < 0.05
     y0 = response.json()["preprocess"]["crop_box"][1]
     assert y0 > 0 and stored[: max(1, y0 - 2)].min() == 255  # the printed header is white
+
+
+@pytest.fixture
+def bundled_predictor(settings):
+    """The bundled model (canonical layout, balanced-prior decision) behind the web app."""
+    from diagnosis import inference_adapter
+
+    settings.ECGDX_PREDICTOR_FACTORY = "diagnosis.inference_adapter.onnx_predictor"
+    settings.ECGDX_MODEL_PATH = None
+    inference_adapter.reset_predictor()
+    yield
+    inference_adapter.reset_predictor()
+
+
+def _photo_of(gray):
+    import cv2
+    import numpy as np
+
+    h, w = gray.shape
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    placed = np.float32([[120, 90], [w + 150, 70], [w + 170, h + 120], [100, h + 95]])
+    return cv2.warpPerspective(gray, cv2.getPerspectiveTransform(corners, placed), (w + 280, h + 220),
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=60)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["scan", "photo", "upside_down"])
+def test_the_explanation_is_of_the_verdict_shown(bundled_predictor, settings, kind):
+    """One analysis, one truth: the explanation made later explains the stored verdict, with the
+    verdict's own probability (it reads the stored picture the model saw, not a recomputed page)."""
+    import cv2
+
+    settings.ECGDX_BLANK_PRINTED_TEXT = True
+    gray = cv2.imread(str(helpers.REPO / "examples" / "mi" / "MI_35.png"), cv2.IMREAD_GRAYSCALE)
+    picture = {"scan": gray, "photo": _photo_of(gray), "upside_down": cv2.rotate(gray, cv2.ROTATE_180)}[kind]
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    api = APIClient()
+    api.force_authenticate(alice)
+    response = api.post("/api/v1/predictions", {"image": helpers.upload(helpers.png_bytes(picture))},
+                        format="multipart")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["preprocess"]["layout_method"] == "canonical"
+    if kind != "scan":
+        assert body["preprocess"]["normalization"]["applied"]
+    explanation = api.get(body["url"]).json()["explanation"]
+    assert explanation["status"] == "ready" and explanation["method"] == "canonical"
+    assert explanation["label"] == body["label"]
+    assert explanation["probability"] == pytest.approx(body["probabilities"][body["label"]], abs=1e-6)
