@@ -15,6 +15,7 @@ from synthetic import make_page  # noqa: E402
 from test_export import export_tiny_model  # noqa: E402
 
 from ecgdx.explain import (  # noqa: E402
+    Explanation,
     Regions,
     canonical_lead_boxes,
     explain_input,
@@ -141,3 +142,17 @@ def test_predictor_explanation_and_overlay(tmp_path):
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[1] > explanation.background.shape[1] // 2
     path = write_overlay(tmp_path / "out" / "page.png", explanation, prediction.probabilities)
     assert cv2.imread(str(path)).shape == picture.shape
+
+
+def test_overlay_text_is_never_clipped_at_the_right_edge():
+    """The title lines shrink to fit: the last columns of the title band stay white, even with long
+    region names (the subtitle used to run off the picture)."""
+    title_height = 58  # ecgdx.explain's title band (px)
+    rng = np.random.default_rng(0)
+    heat = rng.random((64, 128)).astype(np.float32)
+    long_names = [(f"a very long region name number {i}", 0.3 - 0.05 * i, (0, 0, 32, 16)) for i in range(5)]
+    base = Explanation(target="mi", base_probability=0.5, cell_drops=rng.random((4, 4)) * 0.2, heatmap=heat * 0.2,
+                       regions=long_names, region_method="grid", note="", content_box=(0, 0, 128, 64))
+    picture = render_overlay(base, {"mi": 0.5})
+    band = picture[:title_height, -8:]
+    assert band.min() == 255, "title text reaches the right edge"

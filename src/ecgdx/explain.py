@@ -398,7 +398,7 @@ def _mark_regions(image: np.ndarray, explanation: Explanation, top_k: int, to_di
         p1 = (round((x1 - ox) * sx) - 1, round((y1 - oy) * sy) - 1)
         cv2.rectangle(image, p0, p1, (255, 255, 255), 4, cv2.LINE_AA)
         cv2.rectangle(image, p0, p1, (0, 0, 0), 2, cv2.LINE_AA)
-        text = f"#{rank} {name} -{100 * drop:.1f} pp"
+        text = f"#{rank} {name} {100 * drop:.1f} pp"  # a drop of P(shown class), positive like the bar
         org = (p0[0] + 6, max(p0[1] + 24, 24))
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 5, cv2.LINE_AA)
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
@@ -413,19 +413,30 @@ def _draw_colour_bar(canvas: np.ndarray, x: int, top: int, height: int, peak: fl
     font, ink = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     cv2.putText(canvas, f"{100 * peak:.1f}", (x + 40, y0 + 10), font, 0.45, ink, 1, cv2.LINE_AA)
     cv2.putText(canvas, "0", (x + 40, y0 + bar_h), font, 0.45, ink, 1, cv2.LINE_AA)
-    cv2.putText(canvas, "drop, pp", (x + 4, y0 - 10), font, 0.45, ink, 1, cv2.LINE_AA)
+    cv2.putText(canvas, "cell drop, pp", (x - 10, y0 - 10), font, 0.42, ink, 1, cv2.LINE_AA)
+
+
+def _fitted_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int) -> None:
+    """putText, shrinking the font until the line fits the canvas width (never clipped at the right)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    room = canvas.shape[1] - org[0] - 6
+    while scale > 0.3 and cv2.getTextSize(text, font, scale, thickness)[0][0] > room:
+        scale -= 0.02
+    while cv2.getTextSize(text, font, scale, thickness)[0][0] > room and len(text) > 4:
+        text = text[:-4] + "..."
+    cv2.putText(canvas, text, org, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
 
 
 def _draw_title(canvas, explanation: Explanation, probabilities, title, top_k: int) -> None:
     """Two lines: predicted class and probability; top regions and the method's caveat."""
-    font, ink = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     p = (probabilities or {}).get(explanation.target, explanation.base_probability)
     first = title or f"Predicted: {DISPLAY_NAMES[explanation.target]} ({100 * p:.0f}%)"
     kind = "leads" if explanation.region_method != "grid" else "cells (lead layout unknown)"
-    top = ", ".join(f"{n} {-100 * d:+.1f} pp" for n, d in explanation.top(top_k)) or "none"
-    second = f"Occlusion sensitivity, not clinical causation. Top {kind}: {top}"
-    cv2.putText(canvas, first, (10, 24), font, 0.7, ink, 2, cv2.LINE_AA)
-    cv2.putText(canvas, second, (10, 48), font, 0.5, ink, 1, cv2.LINE_AA)
+    top = ", ".join(f"{n} {100 * d:.1f}" for n, d in explanation.top(top_k)) or "none"
+    second = (f"Top {kind}, drop of P({DISPLAY_NAMES[explanation.target]}) when hidden, pp: {top}. "
+              "Occlusion sensitivity, not clinical causation.")
+    _fitted_text(canvas, first, (10, 24), 0.7, 2)
+    _fitted_text(canvas, second, (10, 48), 0.5, 1)
 
 
 def write_overlay(path: str | Path, explanation: Explanation, probabilities: Mapping[str, float] | None = None,

@@ -61,6 +61,15 @@ class PredictorBackend(Protocol):
     def model_info(self) -> dict[str, Any]: ...
 
 
+# Without a lead layout the regions are grid cells; a list of all 64 says nothing, the top few do.
+GRID_CELLS_SHOWN = 5
+
+
+def ranked_regions(explanation) -> list[dict[str, Any]]:
+    regions = [{"name": str(n), "importance": float(d)} for n, d, _ in explanation.regions]
+    return regions[:GRID_CELLS_SHOWN] if explanation.region_method == "grid" else regions
+
+
 class OnnxPredictorBackend:
     """``ecgdx.inference.Predictor`` behind the ``PredictorBackend`` interface."""
 
@@ -94,7 +103,7 @@ class OnnxPredictorBackend:
         e = p.explanation
         if e is not None:
             out.overlay = render_overlay(e, shown)
-            out.leads = [{"name": str(n), "importance": float(d)} for n, d, _ in e.regions]
+            out.leads = ranked_regions(e)
             out.explanation_method = str(e.region_method)
             out.explanation_note = str(e.note)
             out.explanation_probability = float(e.base_probability)
@@ -109,7 +118,7 @@ class OnnxPredictorBackend:
             label=label, probabilities=shown, model_version=self.model_version, gate_ok=True, gate_score=1.0,
             gate_reasons=[], timings_ms={}, preprocess={}, model_input=model_input,
             overlay=render_overlay(e, shown),
-            leads=[{"name": str(n), "importance": float(d)} for n, d, _ in e.regions],
+            leads=ranked_regions(e),
             explanation_method=str(e.region_method), explanation_note=str(e.note),
             explanation_probability=float(e.base_probability),
         )

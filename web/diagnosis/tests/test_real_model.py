@@ -175,3 +175,18 @@ def test_the_explanation_is_of_the_verdict_shown(bundled_predictor, settings, ki
     assert explanation["status"] == "ready" and explanation["method"] == "canonical"
     assert explanation["label"] == body["label"]
     assert explanation["probability"] == pytest.approx(body["probabilities"][body["label"]], abs=1e-6)
+
+
+def test_without_a_lead_layout_only_the_top_grid_cells_are_listed():
+    import numpy as np
+
+    from diagnosis.inference_adapter import GRID_CELLS_SHOWN, ranked_regions
+    from ecgdx.explain import Explanation
+
+    cells = [(f"cell r{i // 8 + 1}c{i % 8 + 1}", 0.5 - i / 200, (0, 0, 8, 8)) for i in range(64)]
+    common = {"target": "mi", "base_probability": 0.5, "cell_drops": np.zeros((8, 8)), "heatmap": np.zeros((8, 8)),
+              "note": "", "content_box": (0, 0, 8, 8)}
+    grid = ranked_regions(Explanation(regions=cells, region_method="grid", **common))
+    assert [r["name"] for r in grid] == [c[0] for c in cells[:GRID_CELLS_SHOWN]] and GRID_CELLS_SHOWN == 5
+    leads = ranked_regions(Explanation(regions=cells[:13], region_method="canonical", **common))
+    assert len(leads) == 13  # every lead of a known layout stays listed
