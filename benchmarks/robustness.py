@@ -147,10 +147,8 @@ def _run_config(task: tuple) -> dict:
             rng = np.random.default_rng([index, zlib.crc32(f'{kind}:{level}'.encode())])
             gray = cv2.imread(row["path"], cv2.IMREAD_GRAYSCALE)
             result = predictor.predict(distort(gray, kind, level, rng), force=True)
-            # Score the decision the model makes: the probabilities it decides from (balanced prior for
-            # models with a decision rule), whose argmax is the predicted label.
-            shown = result.balanced_probabilities if result.decision_rule != "argmax" else result.probabilities
-            probs.append([shown[k] for k in CLASS_KEYS])
+            # Score the decision the model makes: the probabilities it decides from.
+            probs.append([result.decision_probabilities[k] for k in CLASS_KEYS])
             accepted += bool(result.gate.ok)
         probs = np.asarray(probs)
         overall = classification_metrics(labels, probs)

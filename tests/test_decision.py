@@ -85,3 +85,12 @@ def test_fitted_weights_stay_zero_without_a_gain():
     y = np.repeat(np.arange(4), 25)
     perfect = log_softmax_rows(np.eye(4)[y] * 10)
     assert np.array_equal(fit_class_log_weights(perfect, y), np.zeros(4))
+
+
+def test_decision_consistent_probabilities_argmax_is_the_decision():
+    rule = DecisionRule(name="fitted_thresholds", class_log_weights=[0.0, 0.6, 0.0, 0.3])
+    z = np.random.default_rng(1).normal(size=(50, 4))
+    p = rule.decision_consistent_probabilities(z)
+    assert np.allclose(p.sum(axis=1), 1.0)
+    assert np.array_equal(p.argmax(axis=1), rule.decide(z))
+    assert not np.array_equal(rule.decide(z), z.argmax(axis=1))  # the weights really moved some decisions

@@ -212,13 +212,8 @@ def _cross_fitted(logits: np.ndarray, labels: np.ndarray, folds: np.ndarray,
         held = folds == k
         rules = fit_decision_rules(logits[~held], labels[~held], sampler_prior)
         for name, rule in rules.items():
-            z = logits[held]
-            decided = np.eye(NUM_CLASSES)[rule.decide(z)]
-            # Probabilities whose argmax is the decision (for the metrics code): the decision one-hot
-            # blended with the balanced probabilities, so AUCs still rank by the model's scores.
-            ranked = 0.5 * decided + 0.5 * rule.balanced_probabilities(z)
-            out[name][0][held] = ranked / ranked.sum(axis=1, keepdims=True)
-            out[name][1][held] = rule.data_prior_probabilities(z)
+            out[name][0][held] = rule.decision_consistent_probabilities(logits[held])
+            out[name][1][held] = rule.data_prior_probabilities(logits[held])
     return out
 
 
@@ -273,8 +268,7 @@ def test_headline(logits: np.ndarray, labels: np.ndarray, rule: DecisionRule) ->
     the probabilities at the data's class mix (the calibrated ones)."""
     from ecgdx.evaluation import classification_metrics, expected_calibration_error
 
-    decided = np.eye(NUM_CLASSES)[rule.decide(logits)]
-    metrics = classification_metrics(labels, 0.5 * decided + 0.5 * rule.balanced_probabilities(logits))
+    metrics = classification_metrics(labels, rule.decision_consistent_probabilities(logits))
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "balanced_accuracy": metrics["balanced_accuracy"],
             "ece": float(expected_calibration_error(labels, rule.data_prior_probabilities(logits))),

@@ -97,6 +97,13 @@ class DecisionRule:
         scores = log_softmax_rows(self._scaled(logits) - np.log(self.sampler_prior))
         return np.argmax(scores + np.asarray(self.class_log_weights), axis=1)
 
+    def decision_consistent_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, C) rows whose argmax is ``decide`` (for metric code that scores argmax): the decision's
+        one-hot blended half and half with the balanced probabilities, so rankings (AUC) still
+        follow the model's scores."""
+        mixed = 0.5 * np.eye(NUM_CLASSES)[self.decide(logits)] + 0.5 * self.balanced_probabilities(logits)
+        return mixed / mixed.sum(axis=1, keepdims=True)
+
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:

