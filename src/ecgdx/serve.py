@@ -1,6 +1,14 @@
-"""`ecgdx serve`: the clinician web app (Django, in the repository's web/ folder) on one machine.
+"""`ecgdx serve`: the clinician web app (Django, in the repository's web/ folder) on one machine;
+`ecgdx worker`: a worker that runs analyses (Celery) on any machine that reaches the broker, the
+database and the picture storage.
 
-    ecgdx serve [--host 127.0.0.1] [--port 8000] [--model MODEL.onnx] [--data-dir DIR] [--threads 4]
+    ecgdx serve [--host 127.0.0.1] [--port 8000] [--model MODEL.onnx] [--data-dir DIR] [--threads 4] [--workers 1]
+    ecgdx worker [--concurrency 1] [--model MODEL.onnx] [--data-dir DIR] [--nice 10]
+
+`serve` starts ``--workers`` worker processes itself and stops them when it stops, so that uploads are
+analysed with no other server: without ECGDX_BROKER_URL the queue is a folder in the data directory
+(kombu's filesystem transport). With ECGDX_BROKER_URL (Redis) run workers with `ecgdx worker` and
+``serve --workers 0`` or gunicorn (docs/web.md).
 
 Applies the database migrations (SQLite in the data directory unless DATABASE_URL is set), makes
 the data directory private (0700, its files 0600: the database holds password hashes, token digests
@@ -18,7 +26,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from ecgdx.errors import EcgdxError
@@ -42,7 +54,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--data-dir", help="database, uploads and secret key "
                        "(default: $ECGDX_WEB_DATA_DIR, else ~/.local/share/ecgdx-web)")
     serve.add_argument("--threads", type=_threads, default=4, help="request threads (default 4)")
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="analysis worker processes to start and stop with the server (default 1; 0 = none, "
+                       "when workers run elsewhere with `ecgdx worker`)")
     serve.set_defaults(func=serve_command)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="run a worker that analyses uploaded pictures (needs the web extra)",
+        description="Run an ecgdx analysis worker (Celery). It takes analyses from the broker (ECGDX_BROKER_URL, "
+        "else the queue folder in the data directory), reads and writes the database (DATABASE_URL, else the "
+        "data directory's SQLite) and the picture storage, like the web app. Start as many as you like, on "
+        "any machines that reach all three; docs/web.md.",
+    )
+    worker.add_argument("--concurrency", type=_workers, default=1,
+                        help="analyses at once in this worker (processes; default 1, one per CPU core is the most useful)")
+    worker.add_argument("--model", help="ONNX model (default: $ECGDX_MODEL_PATH, else the bundled model)")
+    worker.add_argument("--data-dir", help="as for serve: the data directory (SQLite, pictures, queue folder)")
+    worker.add_argument("--nice", type=int, default=10,
+                        help="lower this worker's CPU priority by this much, so that on a shared machine web "
+                        "requests are answered first (default 10; 0 = as started)")
+    worker.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    worker.set_defaults(func=worker_command)
 
 
 def _port(text: str) -> int:
@@ -52,6 +85,16 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected 1..65535, got {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected 0..64, got {value}")
     return value
 
 
@@ -76,7 +119,8 @@ def web_dir() -> Path:
 
 def prepare_environment(args: argparse.Namespace) -> Path:
     """Environment for the local settings (the settings module reads it at import); returns web/."""
-    missing = [name for name in ("django", "rest_framework", "drf_spectacular", "whitenoise", "waitress", "fpdf")
+    missing = [name for name in ("django", "rest_framework", "drf_spectacular", "whitenoise", "waitress", "fpdf",
+                                 "celery")
                if importlib.util.find_spec(name) is None]
     if missing:
         raise EcgdxError(f"the web app needs the web extra ({', '.join(missing)} missing): "
@@ -86,14 +130,14 @@ def prepare_environment(args: argparse.Namespace) -> Path:
         sys.path.insert(0, str(folder))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ecgdx_web.settings.local")
     os.environ.setdefault("DEBUG", "0")  # never show stack traces to users
-    if args.model:
+    if getattr(args, "model", None):
         model = Path(args.model).expanduser()
         if not model.is_file():
             raise EcgdxError(f"--model {args.model}: no such file")
         os.environ["ECGDX_MODEL_PATH"] = str(model.resolve())
-    if args.data_dir:
+    if getattr(args, "data_dir", None):
         os.environ["ECGDX_WEB_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    if "ALLOWED_HOSTS" not in os.environ:
+    if "ALLOWED_HOSTS" not in os.environ and hasattr(args, "host"):
         hosts = ["127.0.0.1", "localhost", "[::1]"]
         if args.host in _WILDCARD_HOSTS:
             hosts = ["*"]  # reachable under any name; set ALLOWED_HOSTS to restrict
@@ -163,13 +207,98 @@ def serve_command(args: argparse.Namespace) -> int:
     from django.core.wsgi import get_wsgi_application
     from waitress import serve
 
-    serve(
-        get_wsgi_application(),
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        ident="ecgdx",
-        max_request_body_size=body_limit,
-        clear_untrusted_proxy_headers=True,
-    )
+    workers = WorkerProcesses(args.workers)
+    workers.start()
+    # SIGTERM (service managers, `kill`) stops the server like Ctrl+C, so the workers are stopped too.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        serve(
+            get_wsgi_application(),
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            ident="ecgdx",
+            max_request_body_size=body_limit,
+            clear_untrusted_proxy_headers=True,
+        )
+    finally:
+        workers.stop()
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class WorkerProcesses:
+    """``count`` `ecgdx worker` processes beside the server, restarted if one dies, stopped with it."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.processes: list[subprocess.Popen] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "ecgdx", "worker", "--concurrency", "1"], env=dict(os.environ))
+
+    def start(self) -> None:
+        if not self.count:
+            print("ecgdx web: no worker started (--workers 0): uploads wait until an `ecgdx worker` runs")
+            return
+        self.processes = [self._spawn() for _ in range(self.count)]
+        print(f"ecgdx web: {self.count} analysis worker{'s' if self.count > 1 else ''} started "
+              f"(pid {', '.join(str(p.pid) for p in self.processes)})", flush=True)
+        self._watcher = threading.Thread(target=self._watch, name="ecgdx-worker-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(2.0):
+            for i, process in enumerate(self.processes):
+                if process.poll() is not None and not self._stopping.is_set():
+                    print(f"ecgdx web: worker {process.pid} stopped (exit {process.returncode}); starting another",
+                          file=sys.stderr, flush=True)
+                    self.processes[i] = self._spawn()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stopping.set()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()  # Celery's warm shutdown: the running analysis finishes
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()  # its analysis is sent again by the next worker's recovery sweep
+                process.wait(timeout=5)
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    prepare_environment(args)
+    os.umask(0o077)
+    if args.nice:
+        os.nice(args.nice)
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from ecgdx_web.celery import app
+
+    broker = settings.CELERY_BROKER_URL
+    where = "the queue folder " + str(settings.BROKER_DIR) if broker.startswith("filesystem") else _without_password(broker)
+    print(f"ecgdx worker: analyses from {where}, {args.concurrency} at a time; data in {settings.DATA_DIR}", flush=True)
+    app.worker_main(["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}",
+                     "--pool=prefork", f"--hostname=ecgdx-{os.getpid()}@%h", "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

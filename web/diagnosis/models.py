@@ -13,6 +13,8 @@ from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
 
 LABEL_CHOICES = [(key, DISPLAY_NAMES[key]) for key in CLASS_KEYS]
 IMAGE_KINDS = ("original", "model-input", "heatmap")
+STATUS_CHOICES = [("queued", "queued"), ("running", "running"), ("done", "done"), ("failed", "failed")]
+FINISHED = ("done", "failed")
 
 
 def _no_upload_to(instance, filename):  # names are chosen by diagnosis.storage.random_name
@@ -20,7 +22,11 @@ def _no_upload_to(instance, filename):  # names are chosen by diagnosis.storage.
 
 
 class Analysis(models.Model):
-    """The model's answer for one uploaded ECG picture, owned by the user who uploaded it.
+    """One uploaded ECG picture and, once its task has run, the model's answer, owned by the uploader.
+
+    An upload is stored ``queued``; the analysis task (diagnosis.tasks) makes it ``running`` and then
+    ``done`` (verdict, explanation, digitisation, report) or ``failed`` (with a code and a reason for
+    people). Result fields are empty until ``done``.
 
     upload_sha256 is the SHA-256 of the file exactly as uploaded (the stored copy differs from it
     when the printed header and footer were blanked, see ``header_blanked``).
@@ -30,14 +36,25 @@ class Analysis(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
-    label = models.CharField(max_length=32, choices=LABEL_CHOICES, db_index=True)
-    probabilities = models.JSONField(help_text="class key -> calibrated probability")
-    model_version = models.CharField(max_length=200)
+    status = models.CharField(max_length=8, choices=STATUS_CHOICES, default="queued", db_index=True)
+    stage = models.CharField(max_length=64, blank=True, help_text="what the running analysis is doing")
+    progress = models.PositiveSmallIntegerField(default=0, help_text="percent of the analysis done")
+    failure_code = models.CharField(max_length=32, blank=True)
+    failure_reason = models.TextField(blank=True)
+    failure_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="HTTP status of the failure")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="times a worker started this analysis")
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="last time its task was sent")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    label = models.CharField(max_length=32, choices=LABEL_CHOICES, db_index=True, blank=True)
+    probabilities = models.JSONField(default=dict, blank=True, help_text="class key -> calibrated probability")
+    model_version = models.CharField(max_length=200, blank=True)
     gate_ok = models.BooleanField(default=True)
-    gate_score = models.FloatField()
+    gate_score = models.FloatField(default=0.0)
     gate_reasons = models.JSONField(default=list, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
-    processing_ms = models.FloatField(help_text="wall time of the whole upload, milliseconds")
+    processing_ms = models.FloatField(default=0.0, help_text="wall time of the analysis task, milliseconds")
     lead_importance = models.JSONField(
         default=list, blank=True, help_text="[{name, importance}] occlusion drop of P(label), largest first"
     )
@@ -61,6 +78,7 @@ class Analysis(models.Model):
     heatmap_image = models.FileField(
         storage=private_storage, upload_to=_no_upload_to, max_length=255, blank=True
     )
+    report_pdf = models.FileField(storage=private_storage, upload_to=_no_upload_to, max_length=255, blank=True)
     images_deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -69,10 +87,21 @@ class Analysis(models.Model):
         indexes = [models.Index(fields=["owner", "-created_at"], name="analysis_owner_created")]
 
     def __str__(self) -> str:
-        return f"{self.get_label_display()} ({self.created_at:%Y-%m-%d %H:%M})"
+        what = self.get_label_display() if self.status == "done" else self.status
+        return f"{what} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
 
     @property
     def display_name(self) -> str:
+        if self.status != "done":
+            return {"queued": "Waiting", "running": "Analysing", "failed": "Not analysed"}.get(self.status, self.status)
         return DISPLAY_NAMES.get(self.label, self.label)
 
     @property

@@ -1,18 +1,22 @@
-"""Business logic of the diagnosis app. Views and API views only translate HTTP to these calls.
+"""Business logic of the diagnosis app. Views, API views and tasks only translate to these calls.
 
-``prediction_create`` is the whole upload path:
+An upload is two steps:
 
-    rate limit -> size -> type by content -> decode (ecgdx.preprocessing.decode_image, with limits)
-    -> predict (inference_adapter) -> quality gate verdict
-    -> (signed-in user) store the pictures privately under random names and save an Analysis row
+    ``prediction_create`` (in the request): rate limit -> size -> type by content -> decode
+        (ecgdx.preprocessing.decode_image, with limits) -> store the picture privately under a random
+        name and save an Analysis row ``queued`` -> send its task (``analysis_enqueue``). Answered at once.
+    ``analysis_run`` (the Celery task, diagnosis.tasks, on any worker): predict -> quality gate ->
+        explanation (occlusion, from the model input) -> digitisation and measurements -> PDF report
+        -> ``done``; or ``failed`` with a code and a reason for people.
 
-The explanation (occlusion heatmap and lead ranking, about 40 extra model runs) is not made during
-the upload: ``explanation_get_or_create`` makes it from the stored picture on the first view of the
-result, the heatmap or the report, and stores it. Anonymous demo uploads are explained at once,
-because nothing of them is kept.
+A task can be delivered twice (a worker killed mid-task, a broker that redelivers): ``analysis_run``
+claims the row with a conditional update and writes its results only if no later attempt claimed it
+since, so an analysis has one result however often it runs. ``analyses_recover`` sends again the
+analyses whose worker or message was lost.
 
-Every refusal raises ``UploadRejected`` (a 4xx status, a code and a message for people) before
-anything is written to disk. Anonymous demo uploads (setting ECGDX_ANONYMOUS_DEMO) are never stored.
+Every refusal at upload raises ``UploadRejected`` (a 4xx status, a code and a message for people)
+before anything is written to disk. Anonymous demo uploads (setting ECGDX_ANONYMOUS_DEMO) are analysed
+in the request and never stored.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from diagnosis import images
@@ -141,12 +146,14 @@ def _decode(data: bytes):
 
 
 def prediction_create(*, image_file, user, client_ip: str | None = None) -> PredictionOutcome:
-    """Analyse one uploaded picture. Stores it (and the result) only for a signed-in ``user``.
+    """Accept one uploaded picture: for a signed-in ``user``, store it as a ``queued`` Analysis and send
+    its task (the analysis itself runs on a worker, ``analysis_run``); for an anonymous demo, analyse it
+    now and store nothing.
 
     Raises:
         UploadRejected: rate limit (429), missing/empty/oversized file (400/413), not a JPEG/PNG
-            (415), corrupt or too many pixels (400/413), not a readable ECG page (422), or the model
-            is not available (503). Nothing is written to disk in any of these cases.
+            (415), corrupt or too many pixels (400/413); for a demo also not a readable ECG page (422)
+            or no model (503). Nothing is written to disk in any of these cases.
     """
     started = time.perf_counter()
     anonymous = user is None or not user.is_authenticated
@@ -160,7 +167,29 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
         )
     data = _read_upload(image_file)
     gray, kind = _decode(data)
-    result = _predict(gray, explain=anonymous)
+    if anonymous:
+        return _demo_prediction(data, gray, kind, started)
+    analysis = Analysis(owner=user, status="queued", upload_sha256=hashlib.sha256(data).hexdigest(),
+                        upload_bytes=len(data), upload_type=kind, enqueued_at=timezone.now())
+    _save_with_pictures(analysis, {"original": data})
+    logger.info("analysis %s by user %s: queued (%.0f ms)", analysis.pk, user.pk,
+                1000.0 * (time.perf_counter() - started))
+    analysis_enqueue(analysis=analysis)
+    return PredictionOutcome(analysis, stored=True)
+
+
+def _demo_prediction(data: bytes, gray, kind: str, started: float) -> PredictionOutcome:
+    """An anonymous demo upload, analysed in the request because nothing of it is kept."""
+    result = _predict(gray, explain=True)
+    _check_gate(result)
+    pictures = _pictures(data, gray, kind, result)
+    analysis = Analysis(status="done", progress=100, upload_sha256=hashlib.sha256(data).hexdigest(),
+                        upload_bytes=len(data), upload_type=kind, header_blanked=pictures.pop("_blanked", False),
+                        **_result_fields(result), processing_ms=round(1000.0 * (time.perf_counter() - started), 1))
+    return PredictionOutcome(analysis, stored=False, pictures=pictures)
+
+
+def _check_gate(result: WebPrediction) -> None:
     if not result.gate_ok or result.label is None:
         reasons = result.gate_reasons or ["it lacks the traces, calibration pulses or contrast of an ECG page"]
         raise UploadRejected(
@@ -169,33 +198,17 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
             code="not_an_ecg", status=422,
             details={"gate": {"ok": False, "score": result.gate_score, "reasons": result.gate_reasons}},
         )
-    pictures = _pictures(data, gray, kind, result)
-    elapsed_ms = round(1000.0 * (time.perf_counter() - started), 1)
-    analysis = Analysis(
-        label=result.label,
-        probabilities=result.probabilities,
-        model_version=result.model_version,
-        gate_ok=result.gate_ok,
-        gate_score=result.gate_score,
-        gate_reasons=result.gate_reasons,
-        timings_ms=result.timings_ms,
-        processing_ms=elapsed_ms,
-        lead_importance=result.leads,
-        explanation_method=result.explanation_method,
-        explanation_note=result.explanation_note,
-        explanation_probability=result.explanation_probability,
-        preprocess=_jsonable(result.preprocess),
-        upload_sha256=hashlib.sha256(data).hexdigest(),
-        upload_bytes=len(data),
-        upload_type=kind,
-        header_blanked=pictures.pop("_blanked", False),
-    )
-    if anonymous:
-        return PredictionOutcome(analysis, stored=False, pictures=pictures)
-    analysis.owner = user
-    _save_with_pictures(analysis, pictures)
-    logger.info("analysis %s by user %s: %s (%.0f ms)", analysis.pk, user.pk, analysis.label, elapsed_ms)
-    return PredictionOutcome(analysis, stored=True)
+
+
+def _result_fields(result: WebPrediction) -> dict:
+    """The Analysis fields of a prediction (with its explanation when it has one)."""
+    return {
+        "label": result.label, "probabilities": result.probabilities, "model_version": result.model_version,
+        "gate_ok": result.gate_ok, "gate_score": result.gate_score, "gate_reasons": result.gate_reasons,
+        "timings_ms": result.timings_ms, "lead_importance": result.leads,
+        "explanation_method": result.explanation_method, "explanation_note": result.explanation_note,
+        "explanation_probability": result.explanation_probability, "preprocess": _jsonable(result.preprocess),
+    }
 
 
 def _predict(gray, *, explain: bool) -> WebPrediction:
@@ -270,6 +283,230 @@ def _save_with_pictures(analysis: Analysis, pictures: dict) -> None:
         raise
 
 
+# ------------------------------------------------------------------------------------ the analysis
+
+
+class AnalysisRetryLater(Exception):
+    """A failure that may pass (no model on this worker yet): the task tries again later."""
+
+
+def analysis_enqueue(*, analysis: Analysis) -> bool:
+    """Send the analysis task of a stored ``queued`` analysis; False when the broker cannot be reached.
+
+    The upload is stored either way: an analysis whose message was not sent stays ``queued`` and the
+    recovery sweep of the workers (``analyses_recover``) sends it when the broker is back.
+    """
+    from diagnosis.tasks import analysis_task
+
+    try:
+        analysis_task.apply_async(args=[str(analysis.pk)], retry=True,
+                                  retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5})
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; the analysis must not be lost
+        logger.error("analysis %s: task not sent (the recovery sweep will send it): %s", analysis.pk, exc)
+        return False
+    return True
+
+
+def _progress(pk, attempt: int, stage: str, percent: int) -> None:
+    Analysis.objects.filter(pk=pk, status="running", attempts=attempt).update(stage=stage, progress=percent)
+
+
+def analysis_fail(*, analysis_id, code: str, message: str, status: int = 422, attempt: int | None = None) -> bool:
+    """Mark a queued or running analysis ``failed`` with a reason for people; False if it was finished."""
+    qs = Analysis.objects.filter(pk=analysis_id, status__in=("queued", "running"))
+    if attempt is not None:
+        qs = qs.filter(attempts=attempt)
+    updated = qs.update(status="failed", failure_code=code, failure_reason=message, failure_status=status,
+                        stage="", finished_at=timezone.now())
+    if updated:
+        logger.info("analysis %s: failed (%s): %s", analysis_id, code, message)
+    return bool(updated)
+
+
+def analysis_run(*, analysis_id) -> str | None:
+    """Run the whole analysis of a stored upload; returns its final status, None when there was
+    nothing to do (finished already, deleted, or claimed by a later attempt).
+
+    Idempotent: the row is claimed by a conditional update that counts the attempt, and each write
+    is conditional on that attempt still being the latest, so a duplicate delivery never writes a
+    second result. Database errors propagate (the task retries them); ``AnalysisRetryLater`` too.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    claimed = Analysis.objects.filter(pk=analysis_id, status__in=("queued", "running")).update(
+        status="running", started_at=timezone.now(), attempts=F("attempts") + 1, stage="reading the page",
+        progress=5)
+    if not claimed:
+        return None
+    analysis = Analysis.objects.get(pk=analysis_id)
+    attempt = analysis.attempts
+    if attempt > settings.ECGDX_TASK_MAX_ATTEMPTS:
+        analysis_fail(analysis_id=analysis_id, attempt=attempt, code="interrupted", status=500, message=(
+            f"The analysis was interrupted {attempt - 1} times (its worker stopped while reading this picture), "
+            "so it was not tried again. Try another picture of the page."))
+        return "failed"
+    try:
+        return _analyse(analysis, attempt)
+    except (DatabaseError, InterfaceError, AnalysisRetryLater):
+        raise
+    except UploadRejected as exc:
+        analysis_fail(analysis_id=analysis_id, attempt=attempt, code=exc.code, status=exc.status, message=exc.message)
+        return "failed"
+    except SoftTimeLimitExceeded:
+        analysis_fail(analysis_id=analysis_id, attempt=attempt, code="timeout", status=500, message=(
+            f"The analysis took longer than the limit of {settings.ECGDX_TASK_TIME_LIMIT} s and was stopped."))
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - a poison picture fails once, with a reason; the queue goes on
+        logger.exception("analysis %s: unexpected failure", analysis_id)
+        analysis_fail(analysis_id=analysis_id, attempt=attempt, code="internal_error", status=500, message=(
+            f"The analysis failed unexpectedly ({type(exc).__name__}); the problem was logged."))
+        return "failed"
+
+
+def _analyse(analysis: Analysis, attempt: int) -> str | None:
+    started = time.perf_counter()
+    pk = analysis.pk
+    data = _stored_upload(analysis)
+    if data is None:
+        raise UploadRejected("The uploaded picture is no longer stored, so it could not be analysed.",
+                             code="picture_missing", status=410)
+    gray, kind = _decode_stored(data, analysis.upload_type)
+    try:
+        result = _predict(gray, explain=False)
+    except UploadRejected as exc:
+        if exc.code == "model_unavailable":
+            raise AnalysisRetryLater(exc.message) from None
+        raise
+    _check_gate(result)
+    _progress(pk, attempt, "explaining the verdict", 30)
+    explanation = _explain(result, gray)
+    if explanation is not None:
+        for name in ("leads", "explanation_method", "explanation_note", "explanation_probability", "overlay"):
+            setattr(result, name, getattr(explanation, name))
+    pictures = _pictures(data, gray, kind, result)
+    blanked = pictures.pop("_blanked", False)
+    _progress(pk, attempt, "digitising the leads", 60)
+    digitization = _digitize(pictures["original"])
+
+    # New files under new names; the row points at them only if this attempt is still the latest.
+    names = {}
+    for kind_, field_name, folder in (("model-input", "model_input_image", "derived"),
+                                      ("heatmap", "heatmap_image", "derived")):
+        if pictures.get(kind_):
+            names[field_name] = private_storage_save(folder, "png", pictures[kind_])
+    blanked_name = private_storage_save("uploads", "png", pictures["original"]) if blanked else ""
+    earlier = Analysis.objects.filter(pk=pk).values("model_input_image", "heatmap_image").first() or {}
+    fields = {**_result_fields(result), "model_input_image": names.get("model_input_image", ""),
+              "heatmap_image": names.get("heatmap_image", ""), "stage": "writing the report", "progress": 85,
+              "processing_ms": round(1000.0 * (time.perf_counter() - started), 1)}
+    with transaction.atomic():
+        updated = Analysis.objects.filter(pk=pk, status="running", attempts=attempt).update(**fields)
+        if updated:
+            from diagnosis.models import Digitization
+
+            Digitization.objects.get_or_create(analysis_id=pk, defaults={
+                f.name: getattr(digitization, f.name) for f in Digitization._meta.concrete_fields
+                if f.name != "analysis"})
+    if not updated:
+        _delete_files([*names.values(), blanked_name])
+        return None
+    _delete_files([name for name in earlier.values() if name and name not in names.values()])
+
+    analysis.refresh_from_db()
+    from diagnosis.reports import build_report
+
+    report_name = private_storage_save("reports", "pdf", build_report(analysis))
+    final = {"status": "done", "stage": "", "progress": 100, "finished_at": timezone.now(), "report_pdf": report_name,
+             "processing_ms": round(1000.0 * (time.perf_counter() - started), 1)}
+    if blanked:
+        final.update(original_image=blanked_name, header_blanked=True)
+    updated = Analysis.objects.filter(pk=pk, status="running", attempts=attempt).update(**final)
+    if not updated:
+        _delete_files([report_name, blanked_name])
+        return None
+    if blanked:
+        _delete_files([analysis.original_image.name])  # the upload as sent, with its printed patient details
+    logger.info("analysis %s: %s (%.0f ms, attempt %d)", pk, result.label, final["processing_ms"], attempt)
+    return "done"
+
+
+def _decode_stored(data: bytes, kind: str):
+    from ecgdx.preprocessing import decode_image
+
+    try:
+        gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
+    except InvalidImageError as exc:
+        raise UploadRejected(_sentence(str(exc)), code="invalid_image", status=400) from None
+    return gray, kind
+
+
+def _explain(result: WebPrediction, gray) -> WebPrediction | None:
+    """The explanation of ``result``'s verdict: from the model input itself for a canonical page (so its
+    probability is the verdict's), else from the page; None when the backend gave none."""
+    predictor = get_predictor()
+    canonical = (result.preprocess or {}).get("layout_method") == "canonical"
+    if canonical and result.model_input is not None and hasattr(predictor, "explain_model_input"):
+        explained = predictor.explain_model_input(result.model_input, result.label, canonical=True)
+    else:
+        explained = predictor.predict(gray, explain=True, explain_class=result.label)
+    return explained if explained.explanation_method else None
+
+
+def private_storage_save(folder: str, extension: str, content: bytes) -> str:
+    from diagnosis.storage import private_storage
+
+    return private_storage().save(random_name(folder, extension), ContentFile(content))
+
+
+def _delete_files(names) -> None:
+    from diagnosis.storage import private_storage
+
+    for name in names:
+        if name:
+            private_storage().delete(name)
+
+
+def analysis_wait(*, analysis: Analysis, seconds: float, poll: float = 0.1) -> Analysis:
+    """The analysis once it is finished, or as it is after ``seconds`` (``Prefer: wait``)."""
+    deadline = time.monotonic() + seconds
+    while not analysis.finished and time.monotonic() < deadline:
+        time.sleep(min(poll, max(deadline - time.monotonic(), 0)))
+        analysis.refresh_from_db()
+    return analysis
+
+
+def analyses_recover(*, queue_is_empty: bool, now=None) -> list[str]:
+    """Send again the analyses whose task was lost; returns their ids.
+
+    - ``running`` for longer than the task time limit (plus a margin): its worker died (a hard limit
+      kills any live one before), so it is made ``queued`` and sent again;
+    - ``queued`` for ECGDX_REQUEUE_AFTER_SECONDS while the broker's queue is empty: its message was lost
+      (the broker restarted without it, or the broker was down at upload).
+
+    Each is taken by a conditional update of ``enqueued_at``, so that when every worker sweeps at once
+    an analysis is still sent once.
+    """
+    now = now or timezone.now()
+    sent = []
+    stale_running = Analysis.objects.filter(
+        status="running", started_at__lt=now - timedelta(seconds=settings.ECGDX_TASK_TIME_LIMIT + 30))
+    for pk, started_at in stale_running.values_list("pk", "started_at"):
+        if Analysis.objects.filter(pk=pk, status="running", started_at=started_at).update(
+                status="queued", stage="", progress=0, enqueued_at=now):
+            sent.append(pk)
+    if queue_is_empty:
+        lost = Analysis.objects.filter(status="queued", enqueued_at__lt=now - timedelta(
+            seconds=settings.ECGDX_REQUEUE_AFTER_SECONDS))
+        for pk, enqueued_at in lost.values_list("pk", "enqueued_at"):
+            if Analysis.objects.filter(pk=pk, status="queued", enqueued_at=enqueued_at).update(enqueued_at=now):
+                sent.append(pk)
+    for pk in sent:
+        analysis_enqueue(analysis=Analysis(pk=pk))
+    if sent:
+        logger.warning("recovery: %d lost analyses sent again", len(sent))
+    return [str(pk) for pk in sent]
+
+
 # ----------------------------------------------------------------------------------- other actions
 
 
@@ -292,11 +529,12 @@ def images_purge(*, older_than_days: int, now=None, dry_run: bool = False) -> in
         count += 1
         if dry_run:
             continue
-        for field_file in (analysis.original_image, analysis.model_input_image, analysis.heatmap_image):
+        for field_file in (analysis.original_image, analysis.model_input_image, analysis.heatmap_image,
+                           analysis.report_pdf):
             if field_file:
                 field_file.storage.delete(field_file.name)
         Analysis.objects.filter(pk=analysis.pk).update(
-            original_image="", model_input_image="", heatmap_image="", images_deleted_at=timezone.now()
+            original_image="", model_input_image="", heatmap_image="", report_pdf="", images_deleted_at=timezone.now()
         )
     return count
 
@@ -388,6 +626,8 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
     """
     if analysis.explanation_method:
         return True
+    if analysis.status != "done":  # the analysis task makes it with the verdict
+        return False
     try:
         result = _explain_stored_model_input(analysis)
         if result is None:
@@ -439,7 +679,7 @@ def digitization_get_or_create(*, analysis: Analysis):
     from diagnosis.models import Digitization
 
     existing = Digitization.objects.filter(analysis=analysis).first()
-    if existing is not None:
+    if existing is not None or analysis.status != "done":  # the analysis task makes it
         return existing
     data = _stored_upload(analysis)
     if data is None:

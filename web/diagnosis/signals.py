@@ -11,7 +11,7 @@ from diagnosis.models import Analysis
 
 @receiver(post_delete, sender=Analysis)
 def _delete_files(sender, instance: Analysis, **kwargs) -> None:
-    for field in (instance.original_image, instance.model_input_image, instance.heatmap_image):
+    for field in (instance.original_image, instance.model_input_image, instance.heatmap_image, instance.report_pdf):
         if field:
             field.storage.delete(field.name)
 

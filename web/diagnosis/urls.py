@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.upload, name="upload"),
     path("analyses/", views.history, name="history"),
     path("analyses/<uuid:pk>/", views.result, name="result"),
+    path("analyses/<uuid:pk>/status", views.status, name="status"),
     path("analyses/<uuid:pk>/images/<slug:kind>", views.image, name="image"),
     path("analyses/<uuid:pk>/report.pdf", views.report, name="report"),
     path("analyses/<uuid:pk>/signals/<str:fmt>", views.signals, name="signals"),

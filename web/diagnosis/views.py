@@ -106,10 +106,21 @@ def history(request):
 @allow_methods("GET")
 def result(request, pk):
     analysis = selectors.analysis_get(user=request.user, pk=pk)
+    if analysis.status != "done":
+        return render(request, "diagnosis/pending.html", {"analysis": analysis})
     services.explanation_get_or_create(analysis=analysis)
     digitization = services.digitization_get_or_create(analysis=analysis)
     return render(request, "diagnosis/result.html", {"analysis": analysis, "demo": False,
                                                      **_digitization_context(digitization)})
+
+
+@login_required
+@allow_methods("GET")
+def status(request, pk):
+    """The status of one analysis as JSON, for the progress script of its pending page."""
+    analysis = selectors.analysis_get(user=request.user, pk=pk)
+    return JsonResponse({"status": analysis.status, "stage": analysis.stage, "progress": analysis.progress,
+                         "failure": analysis.failure_reason if analysis.status == "failed" else ""})
 
 
 def _digitization_context(digitization) -> dict:
@@ -222,8 +233,19 @@ def report(request, pk):
 
 
 def report_response(analysis):
-    services.explanation_get_or_create(analysis=analysis)
-    pdf = build_report(analysis)
+    """The analysis's PDF report: the one its task stored, else (results of older versions) made now."""
+    if analysis.status != "done":
+        raise Http404("this analysis is not finished, so it has no report yet")
+    pdf = None
+    if analysis.report_pdf:
+        try:
+            with analysis.report_pdf.open("rb") as handle:
+                pdf = handle.read()
+        except OSError:
+            pdf = None
+    if pdf is None:
+        services.explanation_get_or_create(analysis=analysis)
+        pdf = build_report(analysis)
     response = HttpResponse(pdf, content_type="application/pdf")
     stamp = timezone.localtime(analysis.created_at).strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="ecgdx-report-{stamp}-{str(analysis.pk)[:8]}.pdf"'

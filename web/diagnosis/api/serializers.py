@@ -40,9 +40,8 @@ def _absolute(request, name: str, **kwargs) -> str:
 
 
 class ExplanationSerializer(serializers.Serializer):
-    """Occlusion heatmap and lead ranking. Made after the upload, on the first GET of the prediction,
-    its heatmap or its report: a fresh POST answers status 'pending' with empty leads, and heatmap_url
-    already points at the picture (fetching it makes the explanation)."""
+    """Occlusion heatmap and lead ranking, made by the analysis task with the verdict ('pending' until
+    the analysis is done). Analyses stored by older versions are explained on their first GET."""
 
     status = serializers.SerializerMethodField(help_text="ready, pending (made on first GET) or unavailable")
     label = serializers.SerializerMethodField(
@@ -58,7 +57,8 @@ class ExplanationSerializer(serializers.Serializer):
     def get_status(self, obj) -> str:
         if obj.explanation_method:
             return "ready"
-        return "pending" if self.context.get("stored", True) and obj.original_image else "unavailable"
+        waiting = obj.status in ("queued", "running") or (obj.status == "done" and obj.original_image)
+        return "pending" if self.context.get("stored", True) and waiting else "unavailable"
 
     probability = serializers.FloatField(
         source="explanation_probability", allow_null=True,
@@ -71,7 +71,8 @@ class ExplanationSerializer(serializers.Serializer):
     def _image_url(self, obj: Analysis, kind: str) -> str | None:
         if not self.context.get("stored", True):
             return None
-        pending = kind == "heatmap" and not obj.explanation_method and bool(obj.original_image)
+        pending = (kind == "heatmap" and obj.status == "done" and not obj.explanation_method
+                   and bool(obj.original_image))
         if not obj.image_field(kind) and not pending:
             return None
         return _absolute(self.context.get("request"), "api:prediction-image", pk=obj.pk, kind=kind)
@@ -142,8 +143,24 @@ class DigitizationSerializer(serializers.Serializer):
         return out
 
 
+class FailureSerializer(serializers.Serializer):
+    code = serializers.CharField(source="failure_code", help_text="not_an_ecg, invalid_image, picture_missing, "
+                                 "model_unavailable, timeout, interrupted or internal_error")
+    message = serializers.CharField(source="failure_reason", help_text="why, in words for people")
+    status = serializers.IntegerField(source="failure_status", allow_null=True,
+                                      help_text="the HTTP status this failure has (422 for not_an_ecg)")
+
+
 class PredictionSerializer(serializers.ModelSerializer):
+    """One analysis. ``status`` is queued, running, done or failed; the result fields (label,
+    probabilities, gate, explanation, digitization) are filled in when it is done."""
+
     id = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=["queued", "running", "done", "failed"], read_only=True)
+    stage = serializers.CharField(read_only=True, help_text="what a running analysis is doing now")
+    progress = serializers.IntegerField(read_only=True, help_text="percent done (0-100)")
+    failure = serializers.SerializerMethodField(help_text="why it failed; null unless status is failed")
+    label = serializers.SerializerMethodField(help_text="the verdict's class key; null until done")
     url = serializers.SerializerMethodField()
     report_url = serializers.SerializerMethodField()
     display_name = serializers.CharField(read_only=True)
@@ -157,9 +174,18 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Analysis
-        fields = ["id", "url", "created_at", "label", "display_name", "probabilities", "gate", "model_version",
+        fields = ["id", "url", "status", "stage", "progress", "failure", "created_at", "started_at", "finished_at",
+                  "attempts", "label", "display_name", "probabilities", "gate", "model_version",
                   "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
                   "images_deleted_at", "digitization"]
+
+    @extend_schema_field(FailureSerializer(allow_null=True))
+    def get_failure(self, obj):
+        return FailureSerializer(obj).data if obj.status == "failed" else None
+
+    @extend_schema_field(serializers.ChoiceField(choices=LABEL_CHOICES, allow_null=True))
+    def get_label(self, obj) -> str | None:
+        return obj.label if obj.status == "done" and obj.label else None
 
     @extend_schema_field(DigitizationSerializer(allow_null=True))
     def get_digitization(self, obj):
@@ -185,7 +211,9 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_report_url(self, obj) -> str | None:
-        return _absolute(self.context.get("request"), "api:prediction-report", pk=obj.pk) if self._stored() else None
+        if not self._stored() or obj.status != "done":
+            return None
+        return _absolute(self.context.get("request"), "api:prediction-report", pk=obj.pk)
 
 
 class ClassSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
@@ -82,10 +83,19 @@ class PredictionListCreate(APIView):
     @extend_schema(
         operation_id="predictions_create",
         request={"multipart/form-data": UploadSerializer},
-        responses={201: PredictionSerializer, 200: OpenApiResponse(
-            PredictionSerializer, description="anonymous demo: result not stored (id and URLs null)"),
+        parameters=[OpenApiParameter(
+            "Prefer", str, OpenApiParameter.HEADER, required=False,
+            description="'wait=N' (RFC 7240): answer when the analysis is finished, waiting at most N seconds "
+            "(at most ECGDX_MAX_PREFER_WAIT_SECONDS, default 60); without it the answer comes at once")],
+        responses={
+            202: OpenApiResponse(PredictionSerializer, description=(
+                "stored and queued: the analysis runs on a worker. 'Location' is the prediction's URL; GET it "
+                "until status is done or failed")),
+            201: OpenApiResponse(PredictionSerializer, description="with 'Prefer: wait=N': finished within N s"),
+            200: OpenApiResponse(PredictionSerializer, description="anonymous demo: analysed at once, not stored "
+                                 "(id and URLs null)"),
             **{k: v for k, v in _ERRORS.items()}},
-        summary="Analyse one ECG picture",
+        summary="Send one ECG picture to be analysed",
     )
     def post(self, request):
         image_file = request.FILES.get("image")  # parses the body: the size flag is set while parsing
@@ -98,9 +108,44 @@ class PredictionListCreate(APIView):
                                       "No file was sent: POST multipart/form-data with the picture in the field 'image'.",
                                       fields=fields)
         outcome = services.prediction_create(image_file=image_file, user=request.user, client_ip=client_ip(request))
-        context = {"request": request, "stored": outcome.stored}
-        data = PredictionSerializer(outcome.analysis, context=context).data
-        return Response(data, status=status.HTTP_201_CREATED if outcome.stored else status.HTTP_200_OK)
+        if not outcome.stored:
+            data = PredictionSerializer(outcome.analysis, context={"request": request, "stored": False}).data
+            return Response(data, status=status.HTTP_200_OK)
+        analysis = outcome.analysis
+        wait = prefer_wait_seconds(request)
+        if wait:
+            analysis = services.analysis_wait(analysis=analysis, seconds=wait)
+        return prediction_response(request, analysis, created=analysis.finished and bool(wait))
+
+
+def prefer_wait_seconds(request) -> float:
+    """N of an RFC 7240 'Prefer: wait=N' header (capped by the setting), 0 without one."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return 0.0
+            return max(0.0, min(seconds, float(settings.ECGDX_MAX_PREFER_WAIT_SECONDS)))
+    return 0.0
+
+
+def prediction_response(request, analysis, *, created: bool) -> Response:
+    """201 for a finished analysis the client waited for, 202 otherwise; 'Location' is its URL. A failed
+    analysis the client waited for answers with its own error status (422 for not an ECG page), in
+    the API's error shape, with the prediction's id."""
+    url = request.build_absolute_uri(reverse("api:prediction-detail", kwargs={"pk": analysis.pk}))
+    if created and analysis.status == "failed":
+        response = error_response(analysis.failure_status or 422, analysis.failure_code or "failed",
+                                  analysis.failure_reason, details={"id": str(analysis.pk), "status": "failed", "url": url})
+    else:
+        data = PredictionSerializer(analysis, context={"request": request}).data
+        response = Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_202_ACCEPTED)
+    response["Location"] = url
+    if created:
+        response["Preference-Applied"] = "wait"
+    return response
 
 
 class _TooLarge:
@@ -109,12 +154,22 @@ class _TooLarge:
 
 
 class PredictionDetail(APIView):
-    @extend_schema(operation_id="predictions_retrieve", responses={200: PredictionSerializer,
-                                                                   404: OpenApiResponse(ErrorSerializer)})
+    @extend_schema(
+        operation_id="predictions_retrieve",
+        parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER, required=False,
+                                     description="'wait=N' (RFC 7240): wait at most N seconds for it to finish")],
+        responses={200: PredictionSerializer, 404: OpenApiResponse(ErrorSerializer)},
+        summary="One analysis: its status (queued, running, done, failed with a reason) and, when done, the result")
     def get(self, request, pk):
         analysis = selectors.analysis_get(user=request.user, pk=pk)
-        services.explanation_get_or_create(analysis=analysis)
-        digitization = services.digitization_get_or_create(analysis=analysis)
+        wait = prefer_wait_seconds(request)
+        if wait and not analysis.finished:
+            analysis = services.analysis_wait(analysis=analysis, seconds=wait)
+        digitization = None
+        if analysis.status == "done":
+            # Analyses stored before they ran as tasks get their explanation and leads on first view.
+            services.explanation_get_or_create(analysis=analysis)
+            digitization = services.digitization_get_or_create(analysis=analysis)
         context = {"request": request, "digitization": digitization}
         return Response(PredictionSerializer(analysis, context=context).data)
 

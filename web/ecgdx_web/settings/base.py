@@ -157,6 +157,51 @@ ECGDX_MODEL_PATH = env_str("ECGDX_MODEL_PATH") or None
 ECGDX_INFERENCE_THREADS = env_int("ECGDX_INFERENCE_THREADS", 1, minimum=1)
 ECGDX_PREDICTOR_FACTORY = env_str("ECGDX_PREDICTOR_FACTORY", "diagnosis.inference_adapter.onnx_predictor")
 
+# Analyses run as Celery tasks (diagnosis.tasks; docs/web.md "Workers"). ECGDX_BROKER_URL names the
+# broker (redis://host:6379/0 in production); without it the queue is a folder in the data directory
+# (kombu's filesystem transport): no server to install, and `ecgdx serve` starts its own worker.
+ECGDX_BROKER_URL = env_str("ECGDX_BROKER_URL")
+BROKER_DIR = Path(env_str("ECGDX_BROKER_DIR") or DATA_DIR / "broker")
+# Hard limit of one analysis; a running analysis older than this plus a margin was lost with its worker
+# and is queued again by the recovery sweep (diagnosis.services.analyses_recover).
+ECGDX_TASK_TIME_LIMIT = env_int("ECGDX_TASK_TIME_LIMIT", 300, minimum=5)
+# A worker killed by the same picture this many times fails it instead of trying again (a poison picture).
+ECGDX_TASK_MAX_ATTEMPTS = env_int("ECGDX_TASK_MAX_ATTEMPTS", 3, minimum=1)
+# Queued analyses whose message is gone (the broker lost it) are sent again after this many seconds,
+# and only while the queue is empty, so that a long archive backlog is never sent twice.
+ECGDX_REQUEUE_AFTER_SECONDS = env_int("ECGDX_REQUEUE_AFTER_SECONDS", 60, minimum=1)
+ECGDX_RECOVERY_INTERVAL_SECONDS = env_int("ECGDX_RECOVERY_INTERVAL_SECONDS", 30, minimum=1)
+# `Prefer: wait=N` on the API is honoured up to this many seconds.
+ECGDX_MAX_PREFER_WAIT_SECONDS = env_int("ECGDX_MAX_PREFER_WAIT_SECONDS", 60, minimum=0)
+
+if ECGDX_BROKER_URL:
+    CELERY_BROKER_URL = ECGDX_BROKER_URL
+    # Unacknowledged messages of a worker that died come back after this many seconds (Redis).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": ECGDX_TASK_TIME_LIMIT + 60,
+                                       "socket_connect_timeout": 5, "socket_timeout": 10}
+else:
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"), "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"), "store_processed": False,
+    }
+    for _folder in ("queue", "control"):
+        (BROKER_DIR / _folder).mkdir(mode=0o700, parents=True, exist_ok=True)
+CELERY_TASK_ACKS_LATE = True  # a message is removed only when its analysis is finished
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a pool process killed mid-task gives the message back
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # each worker process holds one message: no picture waits behind a slow one
+CELERY_TASK_IGNORE_RESULT = True  # results live in the database, not in a result backend
+CELERY_TASK_TIME_LIMIT = ECGDX_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = max(ECGDX_TASK_TIME_LIMIT - 5, 1)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a worker waits for its broker to come back, however long
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Tests run tasks in the calling process (settings/test.py).
+CELERY_TASK_ALWAYS_EAGER = False
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "knox.auth.TokenAuthentication",

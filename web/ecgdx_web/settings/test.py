@@ -23,3 +23,8 @@ ECGDX_UPLOAD_RATE_LIMIT = 1000
 # Most tests use the fake predictor; the integration tests switch to the real ONNX one.
 ECGDX_PREDICTOR_FACTORY = "diagnosis.tests.fakes.FakePredictor"
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
+# Analyses run in the calling process, at once (tests of real workers start them: test_workers.py).
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_BROKER_URL = "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
