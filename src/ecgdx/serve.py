@@ -283,7 +283,6 @@ def worker_command(args: argparse.Namespace) -> int:
 
     django.setup()
     from django.conf import settings
-
     from ecgdx_web.celery import app
 
     broker = settings.CELERY_BROKER_URL

@@ -174,7 +174,8 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
     _save_with_pictures(analysis, {"original": data})
     logger.info("analysis %s by user %s: queued (%.0f ms)", analysis.pk, user.pk,
                 1000.0 * (time.perf_counter() - started))
-    analysis_enqueue(analysis=analysis)
+    if analysis_enqueue(analysis=analysis):
+        analysis.refresh_from_db()  # a fast worker (or an eager test run) may have started or finished it
     return PredictionOutcome(analysis, stored=True)
 
 
@@ -347,7 +348,14 @@ def analysis_run(*, analysis_id) -> str | None:
         return "failed"
     try:
         return _analyse(analysis, attempt)
-    except (DatabaseError, InterfaceError, AnalysisRetryLater):
+    except AnalysisRetryLater:
+        # Not the picture's fault: give the attempt back, so that waiting for a model never counts
+        # towards the limit of interrupted attempts.
+        Analysis.objects.filter(pk=analysis_id, status="running", attempts=attempt).update(
+            status="queued", attempts=attempt - 1, stage="waiting for the model", progress=0,
+            enqueued_at=timezone.now())
+        raise
+    except (DatabaseError, InterfaceError):
         raise
     except UploadRejected as exc:
         analysis_fail(analysis_id=analysis_id, attempt=attempt, code=exc.code, status=exc.status, message=exc.message)
@@ -413,6 +421,7 @@ def _analyse(analysis: Analysis, attempt: int) -> str | None:
     _delete_files([name for name in earlier.values() if name and name not in names.values()])
 
     analysis.refresh_from_db()
+    analysis.status = "done"  # the report shows the finished result (saved as done just below)
     from diagnosis.reports import build_report
 
     report_name = private_storage_save("reports", "pdf", build_report(analysis))

@@ -165,7 +165,8 @@ class PredictionSerializer(serializers.ModelSerializer):
     report_url = serializers.SerializerMethodField()
     display_name = serializers.CharField(read_only=True)
     probabilities = serializers.DictField(child=serializers.FloatField())
-    gate = GateSerializer(source="*")
+    gate = serializers.SerializerMethodField(help_text="the quality gate's verdict on the page; null until done "
+                                             "(a page it refuses fails with code not_an_ecg)")
     explanation = ExplanationSerializer(source="*")
     upload = UploadInfoSerializer(source="*")
     digitization = serializers.SerializerMethodField(
@@ -178,6 +179,10 @@ class PredictionSerializer(serializers.ModelSerializer):
                   "attempts", "label", "display_name", "probabilities", "gate", "model_version",
                   "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
                   "images_deleted_at", "digitization"]
+
+    @extend_schema_field(GateSerializer(allow_null=True))
+    def get_gate(self, obj):
+        return GateSerializer(obj).data if obj.status == "done" else None
 
     @extend_schema_field(FailureSerializer(allow_null=True))
     def get_failure(self, obj):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -30,8 +31,9 @@ def api(alice):
     return client
 
 
-def _post(client, data, name="page.png"):
-    return client.post(f"{API}/predictions", {"image": helpers.upload(data, name)}, format="multipart")
+def _post(client, data, name="page.png", prefer=None):
+    headers = {"HTTP_PREFER": prefer} if prefer else {}
+    return client.post(f"{API}/predictions", {"image": helpers.upload(data, name)}, format="multipart", **headers)
 
 
 def _assert_error(response, status, code=None):
@@ -46,53 +48,105 @@ def _assert_error(response, status, code=None):
 
 def test_create_prediction(api):
     response = _post(api, helpers.example_bytes())
-    assert response.status_code == 201
+    # Accepted at once; in the tests the task runs in the request (CELERY_TASK_ALWAYS_EAGER), so it is done.
+    assert response.status_code == 202
     body = response.json()
     a = Analysis.objects.get()
     assert body["id"] == str(a.pk) and body["url"].endswith(f"{API}/predictions/{a.pk}")
+    assert response["Location"] == body["url"]
+    assert body["status"] == "done" and body["progress"] == 100 and body["failure"] is None and body["attempts"] == 1
     assert body["label"] == "normal" and body["display_name"] == "Normal"
     assert set(body["probabilities"]) == {"normal", "mi", "abnormal_heartbeat", "history_of_mi"}
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
     assert body["gate"] == {"ok": True, "score": 0.91, "reasons": []}
     assert body["model_version"] == "fake-20250101-deadbeef" and body["processing_ms"] > 0
     e = body["explanation"]
-    # The upload does not wait for the explanation: it is made on the first GET.
-    assert e["status"] == "pending" and e["leads"] == [] and not a.heatmap_image
+    # The task made the explanation with the verdict, for the verdict's class.
+    assert e["status"] == "ready" and e["method"] == "page_layout" and e["label"] == body["label"]
+    assert e["leads"][0] == {"name": "I", "importance": 0.2} and a.heatmap_image
     for key in ("heatmap_url", "model_input_url", "original_url"):
         assert e[key].startswith("http://testserver/api/v1/predictions/")
         image = api.get(e[key])
         assert image.status_code == 200 and b"".join(image.streaming_content)[:4] == b"\x89PNG"
-    assert e["label"] is None  # nothing explained yet
-    e = api.get(body["url"]).json()["explanation"]
-    assert e["status"] == "ready" and e["method"] == "page_layout" and e["label"] == body["label"]
-    assert e["leads"][0] == {"name": "I", "importance": 0.2}
     assert body["upload"]["sha256"] == a.upload_sha256 and body["upload"]["type"] == "png"
+    assert a.report_pdf, "the task stores the report"
     report = api.get(body["report_url"], HTTP_ACCEPT="application/pdf")
     assert report.status_code == 200 and report.content.startswith(b"%PDF")
-    assert api.get(e["heatmap_url"], HTTP_ACCEPT="image/png").status_code == 200
+    with a.report_pdf.open("rb") as stored:
+        assert report.content == stored.read()  # served as stored, not made again
 
 
-def test_explanation_made_once_on_first_view(api, settings):
+def test_a_queued_prediction_answers_202_and_its_status(api, monkeypatch):
+    from ecgdx_web.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", False)  # the message waits in the (memory) broker
+    response = _post(api, helpers.example_bytes())
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["label"] is None and body["report_url"] is None
+    assert body["probabilities"] == {} and body["digitization"] is None and body["failure"] is None
+    assert body["explanation"]["status"] == "pending" and body["explanation"]["heatmap_url"] is None
+    assert body["explanation"]["original_url"]  # the stored upload can be seen at once
+    detail = api.get(response["Location"]).json()
+    assert detail["status"] == "queued" and detail["id"] == body["id"]
+    _assert_error(api.get(f"{API}/predictions/{body['id']}/report"), 404, "not_found")
+    # Prefer: wait on a queued analysis that nobody runs: the 202 after the wait, not an error.
+    started = time.monotonic()
+    waited = _post(api, helpers.example_bytes(), prefer="wait=0.3")
+    assert waited.status_code == 202 and waited.json()["status"] == "queued"
+    assert 0.25 <= time.monotonic() - started < 5
+    # A worker runs it: then it is done, and GET says so.
+    from diagnosis import services
+
+    assert services.analysis_run(analysis_id=body["id"]) == "done"
+    assert api.get(response["Location"]).json()["status"] == "done"
+
+
+def test_prefer_wait_gives_201_when_finished(api):
+    response = _post(api, helpers.example_bytes(), prefer="wait=10")
+    assert response.status_code == 201 and response["Preference-Applied"] == "wait"
+    assert response.json()["status"] == "done" and response["Location"] == response.json()["url"]
+    assert _post(api, helpers.example_bytes(), prefer="respond-async").status_code == 202
+
+
+def test_a_failed_analysis_has_a_reason(api):
+    flat = helpers.blank_page()
+    response = _post(api, flat)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "failed" and body["label"] is None and body["report_url"] is None
+    assert body["failure"]["code"] == "not_an_ecg" and body["failure"]["status"] == 422
+    assert "does not look like a readable 12-lead ECG page" in body["failure"]["message"]
+    # Waited for, a failed analysis answers its own error, in the API's error shape, with its id.
+    waited = _post(api, flat, prefer="wait=10")
+    error = _assert_error(waited, 422, "not_an_ecg")
+    assert error["details"]["status"] == "failed" and waited["Location"].endswith(error["details"]["id"])
+
+
+def test_explanation_made_once(api, settings):
     from diagnosis.inference_adapter import get_predictor
 
     pid = _post(api, helpers.example_bytes()).json()["id"]
     backend = get_predictor()
     calls = backend.calls
     first = api.get(f"{API}/predictions/{pid}").json()["explanation"]
-    assert first["status"] == "ready" and backend.calls == calls + 1
+    assert first["status"] == "ready"
     again = api.get(f"{API}/predictions/{pid}").json()["explanation"]
-    assert again == first and backend.calls == calls + 1  # stored, not recomputed
+    assert again == first and backend.calls == calls  # stored by the task, never recomputed on view
     a = Analysis.objects.get(pk=pid)
     assert a.heatmap_image and a.heatmap_image.storage.exists(a.heatmap_image.name)
 
 
-def test_explanation_unavailable_after_retention(api):
+def test_explanation_kept_and_pictures_gone_after_retention(api):
     from diagnosis import services
 
     pid = _post(api, helpers.example_bytes()).json()["id"]
     services.images_purge(older_than_days=1, now=Analysis.objects.get(pk=pid).created_at + timedelta(days=2))
-    e = api.get(f"{API}/predictions/{pid}").json()["explanation"]
-    assert e["status"] == "unavailable" and e["heatmap_url"] is None and e["leads"] == []
+    body = api.get(f"{API}/predictions/{pid}").json()
+    e = body["explanation"]
+    assert e["status"] == "ready" and e["leads"] and body["label"] == "normal"  # results are kept
+    assert e["heatmap_url"] is None and e["original_url"] is None and body["images_deleted_at"]
+    assert not Analysis.objects.get(pk=pid).report_pdf  # the report holds pictures: purged with them
 
 
 def test_get_and_list_predictions(api):
@@ -172,9 +226,15 @@ def test_token_endpoint(alice):
     ids=["empty", "html", "corrupt", "not-ecg", "bmp"],
 )
 def test_bad_images_give_4xx_json(api, _private_media, data, status, code):
-    body = _assert_error(_post(api, data), status, code)
+    # Refused at upload, or (not an ECG page) failed by its task: waited for, the same JSON error.
+    body = _assert_error(_post(api, data, prefer="wait=10"), status, code)
     if code == "not_an_ecg":
-        assert body["details"]["gate"]["ok"] is False
+        # Stored, then failed with a reason: it stays in the history with its picture until deleted.
+        assert body["details"]["status"] == "failed"
+        failed = Analysis.objects.get()
+        assert failed.status == "failed" and failed.failure_code == "not_an_ecg" and failed.attempts == 1
+        assert helpers.files_under(_private_media) == [_private_media / failed.original_image.name]
+        return
     assert Analysis.objects.count() == 0 and helpers.files_under(_private_media) == []
 
 
@@ -202,7 +262,7 @@ def test_request_errors_give_4xx_json(api, settings, _private_media):
 
 def test_rate_limit(api, settings):
     settings.ECGDX_UPLOAD_RATE_LIMIT = 1
-    assert _post(api, helpers.example_bytes()).status_code == 201
+    assert _post(api, helpers.example_bytes()).status_code == 202
     response = _post(api, helpers.example_bytes())
     _assert_error(response, 429, "rate_limited")
     assert response["Retry-After"]
@@ -234,7 +294,8 @@ def test_model_and_health(api, settings):
     assert health.status_code == 503 and health.json()["status"] == "degraded"
     assert "no bundled model" in health.json()["message"]
     _assert_error(api.get(f"{API}/model"), 503, "model_unavailable")
-    _assert_error(_post(api, helpers.example_bytes()), 503, "model_unavailable")
+    # The upload is accepted; its task finds no model, tries again with backoff, then fails saying why.
+    _assert_error(_post(api, helpers.example_bytes(), prefer="wait=30"), 503, "model_unavailable")
 
 
 def test_openapi_schema_and_offline_docs(api):
@@ -248,7 +309,18 @@ def test_openapi_schema_and_offline_docs(api):
     upload = paths["/api/v1/predictions"]["post"]["requestBody"]["content"]["multipart/form-data"]
     name = upload["schema"]["$ref"].rsplit("/", 1)[-1]
     assert doc["components"]["schemas"][name]["properties"]["image"]["format"] == "binary"
-    assert "201" in paths["/api/v1/predictions"]["post"]["responses"]
+    create = paths["/api/v1/predictions"]["post"]
+    assert {"202", "201", "200", "422"} <= set(create["responses"])
+    assert "Location" in create["responses"]["202"]["description"]
+    assert any(p["name"] == "Prefer" and p["in"] == "header" for p in create["parameters"])
+    assert any(p["name"] == "Prefer" for p in paths["/api/v1/predictions/{id}"]["get"]["parameters"])
+    prediction = doc["components"]["schemas"]["Prediction"]["properties"]
+    status_schema = prediction["status"]
+    if "allOf" in status_schema or "$ref" in status_schema:
+        ref = (status_schema.get("allOf") or [status_schema])[0]["$ref"]
+        status_schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    assert status_schema["enum"] == ["queued", "running", "done", "failed"]
+    assert {"progress", "stage", "failure", "attempts"} <= set(prediction)
     for docs in ("docs", "redoc"):
         html = api.get(f"{API}/{docs}").content.decode()
         srcs = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"(?:src|href)='([^']+)'", html)

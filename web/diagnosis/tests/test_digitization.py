@@ -86,7 +86,7 @@ def _analysis(client, data) -> Analysis:
 def test_result_page_shows_replot_measurements_and_downloads(alice, page_png):
     client = _login(alice)
     analysis = _analysis(client, page_png)
-    assert not Digitization.objects.exists()  # not at upload time: on first view
+    assert Digitization.objects.filter(analysis=analysis).count() == 1  # made by the analysis task
     html = client.get(reverse("diagnosis:result", args=[analysis.pk])).content.decode()
     row = Digitization.objects.get(analysis=analysis)
     assert row.ok and row.template == "3x4_grid" and row.has_rhythm
@@ -181,14 +181,14 @@ def test_signals_are_private(alice, bob, page_png):
     assert api.get(api_url).status_code == 401
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=bob, replace_existing=False).token}")
     assert api.get(api_url).status_code == 404
-    assert not Digitization.objects.exists()  # refused requests digitise nothing
+    assert Digitization.objects.count() == 1  # refused requests make nothing
 
 
 def test_api_detail_returns_digitization(alice, page_png):
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=alice, replace_existing=False).token}")
     created = api.post(f"{API}/predictions", {"image": helpers.upload(page_png)}, format="multipart")
-    assert created.status_code == 201 and created.json()["digitization"] is None
+    assert created.status_code == 202 and created.json()["digitization"]["status"] == "ok"  # the task made it
     body = api.get(created.json()["url"]).json()
     d = body["digitization"]
     assert d["status"] == "ok" and d["template"] == "3x4_grid" and d["fs"] == 500.0 and d["has_rhythm"]
@@ -218,9 +218,10 @@ def test_picture_that_cannot_be_digitised(alice):
 
 def test_after_the_retention_purge(alice, page_png):
     client = _login(alice)
-    kept = _analysis(client, page_png)
-    client.get(reverse("diagnosis:result", args=[kept.pk]))  # digitised while the picture existed
+    kept = _analysis(client, page_png)  # digitised by its task while the picture existed
     late = _analysis(client, page_png)
+    # A result stored by a version that digitised on first view, never viewed before the purge.
+    Digitization.objects.filter(analysis=late).delete()
     assert services.images_purge(older_than_days=1, now=late.created_at + __import__("datetime").timedelta(days=2)) == 2
     html = client.get(reverse("diagnosis:result", args=[late.pk])).content.decode()
     assert "deleted before its leads were digitised" in html

@@ -70,6 +70,17 @@ def test_make_private_tightens_an_old_data_directory(tmp_path):
     assert _mode(database) == 0o600 and _mode(data / "db.sqlite3-wal") == 0o600
 
 
+def test_manage_py_migrate_makes_a_private_database(tmp_path):
+    import subprocess
+
+    data = tmp_path / "fresh"
+    result = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                            cwd=Path(serve.__file__).resolve().parents[2] / "web", capture_output=True, text=True,
+                            env=clean_env(ECGDX_WEB_DATA_DIR=str(data)), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert _mode(data) == 0o700 and _mode(data / "db.sqlite3") == 0o600 and _mode(data / "secret_key") == 0o600
+
+
 def test_server_body_limit_must_stay_above_the_apps(settings):
     settings.ECGDX_MAX_UPLOAD_BYTES = 1_000_000
     settings.ECGDX_SERVER_MAX_BODY_BYTES = 2 * 1_000_000 + 1024 * 1024  # exactly what the app refuses unread
@@ -345,7 +356,7 @@ def test_upload_429_says_when_the_window_ends(alice, settings, monkeypatch):
     api.force_authenticate(alice)
     post = lambda: api.post(f"{API}/predictions", {"image": helpers.upload(helpers.example_bytes())},  # noqa: E731
                             format="multipart")
-    assert post().status_code == 201
+    assert post().status_code == 202
     refused = post()
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert refused["Retry-After"] == str(3600 - 1234)
@@ -390,7 +401,11 @@ def test_docs_example_prediction_matches_the_bundled_model():
     meta = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta()
     layout = json.loads(meta.custom_metadata_map["preprocess"]).get("layout", "page")
     text = (REPO / "docs" / "web.md").read_text()
-    example = json.loads(re.search(r"A prediction \(numbers illustrative\):\s*```json\n(.*?)```", text, re.S).group(1))
+    example = json.loads(re.search(r"A finished prediction \(numbers illustrative\):\s*```json\n(.*?)```", text,
+                                   re.S).group(1))
+    from diagnosis.api.serializers import PredictionSerializer
+
+    assert set(example) <= set(PredictionSerializer.Meta.fields) and example["status"] == "done"
     expected = "canonical" if layout == "canonical" else "page_layout"
     assert example["explanation"]["method"] == expected
     assert example["preprocess"]["layout_method"] == ("canonical" if layout == "canonical" else "page")
@@ -428,6 +443,15 @@ def test_no_page_breaks_its_policy_in_a_browser(live_server, monkeypatch):
         page.wait_for_url(re.compile(r".*/analyses/[0-9a-f-]{36}/$"))
         width = page.eval_on_selector("#probabilities .bar-fill", "el => el.getBoundingClientRect().width")
         assert width > 0  # the bars' inline widths are allowed
+        # A queued analysis's page: its progress script polls the status (fetch: connect-src 'self').
+        from diagnosis.models import Analysis
+
+        waiting = Analysis.objects.create(owner=User.objects.get(username="admin"), upload_sha256="0" * 64,
+                                          upload_bytes=1, upload_type="png")
+        page.goto(f"{live_server.url}/analyses/{waiting.pk}/")
+        page.wait_for_selector("#analysis-progress")
+        page.wait_for_timeout(1500)  # at least one status poll
+        assert "Waiting for a worker" in page.inner_text("#status-title")
         for path, ready in (("/account/token/", "h1"), ("/api/v1/docs", ".swagger-ui .info .title"),
                             ("/api/v1/redoc", ".api-content"), ("/admin/", "#site-name")):
             page.goto(live_server.url + path)

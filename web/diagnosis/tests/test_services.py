@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from diagnosis import services
-from diagnosis.models import Analysis
+from diagnosis.models import Analysis, Digitization
 from diagnosis.tests import helpers
 from ecgdx.errors import ModelError
 
@@ -34,18 +34,16 @@ def test_prediction_create_stores_result_and_private_pictures(alice, _private_me
     assert a.upload_sha256 == hashlib.sha256(data).hexdigest() and a.upload_bytes == len(data)
     assert a.upload_type == "png" and a.gate_ok and a.model_version.startswith("fake-")
     assert a.processing_ms > 0 and a.timings_ms["total"] == 7.0
-    # The explanation is made later, from the stored picture, on first view.
-    assert a.explanation_method == "" and a.lead_importance == [] and not a.heatmap_image
-    assert len(helpers.files_under(_private_media)) == 2
-    assert services.explanation_get_or_create(analysis=a)
-    a.refresh_from_db()
+    assert a.status == "done" and a.progress == 100 and a.attempts == 1 and a.finished_at >= a.started_at
+    # The task made the explanation with the verdict, the digitisation and the report.
     assert a.lead_importance[0]["name"] == "I" and a.explanation_method == "page_layout" and a.heatmap_image
+    assert Digitization.objects.filter(analysis=a).count() == 1 and a.report_pdf
     files = helpers.files_under(_private_media)
-    assert len(files) == 3
+    assert len(files) == 4
     for f in files:
         assert "page" not in f.name and len(f.stem) == 32  # random names, not the upload's
         assert f.stat().st_mode & 0o077 == 0  # readable by the server's user only
-    assert {f.parent.parent.parent.name for f in files} == {"uploads", "derived"}
+    assert {f.parent.parent.parent.name for f in files} == {"uploads", "derived", "reports"}
 
 
 def test_printed_header_and_footer_are_blanked_in_the_stored_upload(alice, settings):
@@ -86,6 +84,13 @@ def test_without_blanking_the_upload_is_stored_byte_for_byte(alice, settings):
 )
 def test_bad_inputs_are_refused_with_a_message_and_nothing_is_written(alice, _private_media, data, code, status,
                                                                        words):
+    if code == "not_an_ecg":
+        # A readable picture the gate refuses: stored, then failed by its task with the same words.
+        a = services.prediction_create(image_file=helpers.upload(data), user=alice).analysis
+        assert a.status == "failed" and a.failure_code == code and a.failure_status == status
+        assert words in a.failure_reason and a.failure_reason[0].isupper() and "Traceback" not in a.failure_reason
+        assert a.label == "" and not a.report_pdf and len(helpers.files_under(_private_media)) == 1
+        return
     with pytest.raises(services.UploadRejected) as info:
         services.prediction_create(image_file=helpers.upload(data), user=alice)
     assert info.value.code == code and info.value.status == status
@@ -154,10 +159,12 @@ def test_missing_model_is_a_503_with_a_message(alice, settings, _private_media):
 
     inference_adapter.reset_predictor()
     settings.ECGDX_PREDICTOR_FACTORY = "diagnosis.tests.test_services.broken_factory"
-    with pytest.raises(services.UploadRejected) as info:
-        services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice)
-    assert info.value.status == 503 and "model is not available" in info.value.message
-    assert helpers.files_under(_private_media) == []
+    a = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
+    # Retried with backoff (at once in the tests), then failed with the reason; waiting for a model is
+    # not an interrupted attempt.
+    assert a.status == "failed" and a.failure_code == "model_unavailable" and a.failure_status == 503
+    assert "model is not available" in a.failure_reason and a.attempts == 0
+    assert len(helpers.files_under(_private_media)) == 1  # the upload is kept: nothing is lost
 
 
 def broken_factory():
@@ -166,8 +173,7 @@ def broken_factory():
 
 def test_delete_removes_the_pictures(alice, _private_media):
     a = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
-    services.explanation_get_or_create(analysis=a)
-    assert len(helpers.files_under(_private_media)) == 3
+    assert len(helpers.files_under(_private_media)) == 4  # upload, model input, heatmap, report
     services.analysis_delete(analysis=a)
     assert helpers.files_under(_private_media) == [] and Analysis.objects.count() == 0
 
@@ -175,16 +181,14 @@ def test_delete_removes_the_pictures(alice, _private_media):
 def test_retention_deletes_old_pictures_and_keeps_results(alice, _private_media, settings):
     old = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
     new = services.prediction_create(image_file=helpers.upload(helpers.example_bytes()), user=alice).analysis
-    for a in (old, new):
-        services.explanation_get_or_create(analysis=a)
     Analysis.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
     assert services.images_purge(older_than_days=30, dry_run=True) == 1
-    assert len(helpers.files_under(_private_media)) == 6
+    assert len(helpers.files_under(_private_media)) == 8
     settings.ECGDX_IMAGE_RETENTION_DAYS = 30
     call_command("purge_images")
     old.refresh_from_db()
     new.refresh_from_db()
     assert not old.has_images and old.images_deleted_at is not None and old.label == "normal"
-    assert new.has_images and new.images_deleted_at is None
-    assert len(helpers.files_under(_private_media)) == 3
+    assert new.has_images and new.images_deleted_at is None and not old.report_pdf and new.report_pdf
+    assert len(helpers.files_under(_private_media)) == 4
     assert services.images_purge(older_than_days=30) == 0  # idempotent

@@ -164,10 +164,20 @@ def test_history_search_by_label_and_date(alice_client, alice):
 )
 def test_bad_uploads_show_a_message_on_the_page(alice_client, _private_media, data, status, words):
     response = _upload(alice_client, data)
-    assert response.status_code == status
+    if status == 422:
+        # Readable but not an ECG page: stored, failed by its task, and its page says why.
+        assert response.status_code == 302
+        failed = Analysis.objects.get()
+        assert failed.status == "failed" and response["Location"] == reverse("diagnosis:result", args=[failed.pk])
+        response = alice_client.get(response["Location"])
+        assert response.status_code == 200 and 'id="failure-reason"' in response.content.decode()
+        history = alice_client.get(reverse("diagnosis:history")).content.decode()
+        assert 'data-status="failed"' in history and words in history
+    else:
+        assert response.status_code == status
+        assert Analysis.objects.count() == 0 and helpers.files_under(_private_media) == []
     html = response.content.decode()
     assert words in html and 'role="alert"' in html and "Traceback" not in html
-    assert Analysis.objects.count() == 0 and helpers.files_under(_private_media) == []
 
 
 def test_missing_file_and_wrong_method(alice_client):
