@@ -62,6 +62,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--measure", action="store_true",
                          help="also digitise each page and add heart rate, RR variability, PR, QRS, QT, QTc "
                          "and axis columns (needs the [signal] extra: neurokit2)")
+    remote = predict.add_argument_group(
+        "archive batches", "classify on `ecgdx worker` machines instead of here (needs the web extra: Celery); "
+        "writes the same CSV as a local run, row by row, and a rerun with the same --output skips the files "
+        "already in it (docs/web.md, 'Archive batches')")
+    remote.add_argument("--broker", metavar="URL",
+                        help="send the pictures to the workers of this broker (redis://host:6379/0); "
+                        "needs --format csv and --output")
+    remote.add_argument("--result-backend", metavar="URL",
+                        help="where the workers put the results (default: the broker's Redis; must be the "
+                        "workers' ECGDX_RESULT_BACKEND)")
+    remote.add_argument("--in-flight", type=_positive_int, metavar="N",
+                        help="most pictures sent and not yet answered (default 4 per worker process)")
     predict.set_defaults(func=run_predict)
 
     export = subparsers.add_parser(
@@ -123,6 +135,10 @@ def collect_inputs(paths: list[str]) -> list[tuple[str, str]]:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Classify every picture, print or write the results, report problems per file on stderr."""
+    if getattr(args, "broker", None):
+        from ecgdx.batch import run_remote  # Celery is imported only there, only now
+
+        return run_remote(args)
     from tqdm import tqdm
 
     from ecgdx.inference import Predictor
@@ -161,17 +177,30 @@ def run_predict(args: argparse.Namespace) -> int:
     return EXIT_OK if read else EXIT_NOTHING_READ
 
 
-def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict[str, str]) -> dict[str, Any]:
-    """One output row (plain dict) of a Prediction or PredictionFailure; writes its overlay PNG."""
+def prediction_row(display: str, result: Any) -> dict[str, Any]:
+    """One output row (plain, JSON-serialisable dict) of a Prediction or PredictionFailure, shown as
+    ``display``; ``csv_cells`` turns it into the CSV's cells. Shared by local runs and the workers of
+    archive batches (``diagnosis.batch_tasks``)."""
     from ecgdx.inference import PredictionFailure
 
     if isinstance(result, PredictionFailure):
-        return {"path": display, "label": None, "probabilities": {}, "error": result.error}
+        return failure_row(display, result.error)
     row = result.to_dict()
     row["path"] = display
     row["error"] = None
     row.pop("source", None)
-    if explain_dir is not None and result.explanation is not None:
+    return row
+
+
+def failure_row(display: str, error: str) -> dict[str, Any]:
+    """The row of a picture that could not be read."""
+    return {"path": display, "label": None, "probabilities": {}, "error": error}
+
+
+def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict[str, str]) -> dict[str, Any]:
+    """One output row (plain dict) of a Prediction or PredictionFailure; writes its overlay PNG."""
+    row = prediction_row(display, result)
+    if explain_dir is not None and getattr(result, "explanation", None) is not None:
         from ecgdx.explain import write_overlay
 
         target = write_overlay(explain_dir / names[display], result.explanation, result.probabilities)
@@ -204,15 +233,23 @@ def _measure_row(path: str, result: Any) -> dict[str, Any]:
 
 def _report(display: str, result: Any, bar) -> None:
     """Tell the user, on stderr, about unreadable or refused pictures (without breaking the bar)."""
+    message = report_message(display, result)
+    if message:
+        bar.write(message, file=sys.stderr)
+
+
+def report_message(display: str, result: Any) -> str | None:
+    """What stderr says about an unreadable or refused picture; None for a page read normally."""
     from ecgdx.inference import PredictionFailure
 
     if isinstance(result, PredictionFailure):
-        bar.write(f"ecgdx: {result.error}", file=sys.stderr)
-    elif not result.gate.ok:
+        return f"ecgdx: {result.error}"
+    if not result.gate.ok:
         why = "; ".join(result.gate.reasons) or "too little evidence"
         verdict = "classified anyway (--force)" if result.forced else "no diagnosis (use --force to classify anyway)"
-        bar.write(f"ecgdx: '{display}' does not look like a 12-lead ECG page (quality {result.gate.score:.2f}: "
-                  f"{why}); {verdict}", file=sys.stderr)
+        return (f"ecgdx: '{display}' does not look like a 12-lead ECG page (quality {result.gate.score:.2f}: "
+                f"{why}); {verdict}")
+    return None
 
 
 def _explain_names(displays: list[str]) -> dict[str, str]:
@@ -240,33 +277,43 @@ def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    from ecgdx.labels import CLASS_KEYS
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     measured = any("measurements" in r for r in rows)
-    writer.writerow([*CSV_COLUMNS, *EXTRA_COLUMNS, *(MEASURE_COLUMNS if measured else ())])
+    writer.writerow(csv_header(measured))
     for r in rows:
-        probs = r.get("probabilities") or {}
-        balanced = r.get("balanced_probabilities") or {}
-        gate = r.get("gate") or {}
-        values = r.get("measurements") or {}
-        extra = [_cell(values.get(k)) for k in MEASURE_COLUMNS] if measured else []
-        writer.writerow([
-            r["path"], r.get("label") or "",
-            *(f"{probs[k]:.6f}" if k in probs else "" for k in CLASS_KEYS),
-            "" if not gate else str(gate["ok"]).lower(),
-            "" if not gate else f"{gate['score']:.3f}",
-            "; ".join(gate.get("reasons", [])),
-            str(r.get("forced", False)).lower() if gate else "",
-            r.get("model_version") or "",
-            r.get("error") or "",
-            r.get("explanation_png") or "",
-            (r.get("decision_rule") or "") if probs else "",
-            *(f"{balanced[k]:.6f}" if k in balanced else "" for k in CLASS_KEYS),
-            *extra,
-        ])
+        writer.writerow(csv_cells(r, measured))
     return out.getvalue()
+
+
+def csv_header(measured: bool = False) -> list[str]:
+    """The CSV's column names (with the measurement columns when ``measured``)."""
+    return [*CSV_COLUMNS, *EXTRA_COLUMNS, *(MEASURE_COLUMNS if measured else ())]
+
+
+def csv_cells(r: dict[str, Any], measured: bool = False) -> list[str]:
+    """One row (``prediction_row``) as the CSV's cells, in ``csv_header`` order."""
+    from ecgdx.labels import CLASS_KEYS
+
+    probs = r.get("probabilities") or {}
+    balanced = r.get("balanced_probabilities") or {}
+    gate = r.get("gate") or {}
+    values = r.get("measurements") or {}
+    extra = [_cell(values.get(k)) for k in MEASURE_COLUMNS] if measured else []
+    return [
+        r["path"], r.get("label") or "",
+        *(f"{probs[k]:.6f}" if k in probs else "" for k in CLASS_KEYS),
+        "" if not gate else str(gate["ok"]).lower(),
+        "" if not gate else f"{gate['score']:.3f}",
+        "; ".join(gate.get("reasons", [])),
+        str(r.get("forced", False)).lower() if gate else "",
+        r.get("model_version") or "",
+        r.get("error") or "",
+        r.get("explanation_png") or "",
+        (r.get("decision_rule") or "") if probs else "",
+        *(f"{balanced[k]:.6f}" if k in balanced else "" for k in CLASS_KEYS),
+        *extra,
+    ]
 
 
 def _cell(value: Any) -> str:

@@ -80,6 +80,11 @@ class OnnxPredictorBackend:
         self.model_version = self._predictor.model_version
         self.path = self._predictor.path
 
+    @property
+    def predictor(self):
+        """The ``ecgdx.inference.Predictor`` it holds (archive batches reuse it: one copy of the model)."""
+        return self._predictor
+
     def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
         from ecgdx.explain import render_overlay
 

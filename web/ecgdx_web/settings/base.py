@@ -201,6 +201,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Tests run tasks in the calling process (settings/test.py).
 CELERY_TASK_ALWAYS_EAGER = False
+# Archive batches (`ecgdx predict DIR --broker URL`, diagnosis.batch_tasks) get their rows back through a
+# result backend: ECGDX_RESULT_BACKEND, else the broker's Redis; none with the queue folder. Analyses
+# still keep no results there (CELERY_TASK_IGNORE_RESULT); the client deletes each row once written.
+CELERY_RESULT_BACKEND = env_str("ECGDX_RESULT_BACKEND") or (
+    ECGDX_BROKER_URL if ECGDX_BROKER_URL.startswith("redis") else None)
+CELERY_RESULT_EXPIRES = 24 * 3600  # rows of an interrupted batch are not kept longer than a day
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
