@@ -156,3 +156,22 @@ def test_overlay_text_is_never_clipped_at_the_right_edge():
     picture = render_overlay(base, {"mi": 0.5})
     band = picture[:title_height, -8:]
     assert band.min() == 255, "title text reaches the right edge"
+
+
+def test_region_labels_at_the_right_edge_are_moved_in_not_cut_off():
+    """A top region near the right edge (V4-V6 on a 3x4 page) keeps its whole label inside the picture:
+    the label, wider than the room right of the box's left side, is moved left."""
+    from ecgdx import explain
+
+    rng = np.random.default_rng(1)
+    heat = rng.random((512, 1024)).astype(np.float32)
+    near_edge = [("V6", 0.4, (900, 100, 1000, 200))]
+    base = Explanation(target="mi", base_probability=0.5, cell_drops=rng.random((4, 4)) * 0.2, heatmap=heat * 0.2,
+                       regions=near_edge, region_method="canonical", note="", content_box=(0, 0, 1024, 512))
+    picture = render_overlay(base, {"mi": 0.5})
+    width = picture.shape[1] - explain._BAR_WIDTH
+    scale = width / 1024
+    top = explain._TITLE_HEIGHT + round(100 * scale)
+    dark = (picture[top : top + 30, :width].max(axis=2) < 40).any(axis=0)
+    assert not dark[width - 3 :].any(), "the label runs into the picture's right edge"
+    assert dark[: round(900 * scale)].any(), "the label was moved left of its box to fit"

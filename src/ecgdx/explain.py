@@ -399,9 +399,14 @@ def _mark_regions(image: np.ndarray, explanation: Explanation, top_k: int, to_di
         cv2.rectangle(image, p0, p1, (255, 255, 255), 4, cv2.LINE_AA)
         cv2.rectangle(image, p0, p1, (0, 0, 0), 2, cv2.LINE_AA)
         text = f"#{rank} {name} {100 * drop:.1f} pp"  # a drop of P(shown class), positive like the bar
-        org = (p0[0] + 6, max(p0[1] + 24, 24))
-        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 5, cv2.LINE_AA)
-        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+        scale = 0.7
+        while scale > 0.35 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 5)[0][0] > image.shape[1] - 8:
+            scale -= 0.05
+        text_w = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 5)[0][0]
+        # Boxes at the right edge get their label moved left, never cut off by the picture's edge.
+        org = (max(2, min(p0[0] + 6, image.shape[1] - 4 - text_w)), max(p0[1] + 24, 24))
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 5, cv2.LINE_AA)
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
 
 
 def _draw_colour_bar(canvas: np.ndarray, x: int, top: int, height: int, peak: float) -> None:

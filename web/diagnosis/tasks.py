@@ -47,8 +47,16 @@ def analysis_task(self, analysis_id: str) -> str | None:
 
 def queue_is_empty(app) -> bool:
     """True when the broker's default queue holds no message (Redis list, or the queue folder)."""
+    from kombu.exceptions import ChannelError
+
     with app.connection_for_write() as connection:
-        _, count, _ = connection.default_channel.queue_declare(app.conf.task_default_queue, passive=True)
+        try:
+            _, count, _ = connection.default_channel.queue_declare(app.conf.task_default_queue, passive=True)
+        except ChannelError as exc:
+            # Redis deletes an empty list, so kombu answers "404 NOT_FOUND" for an empty queue.
+            if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
+                return True
+            raise
     return count == 0
 
 

@@ -136,3 +136,79 @@ def test_sign_in_upload_see_result_and_download_report(live_server, browser_page
     page.screenshot(path=str(ARTIFACTS / "e2e-api-docs.png"))
     assert page.external_requests == [], page.external_requests
     print(f"browser test ({predictor_for_browser} predictor): screenshots and PDF in {ARTIFACTS}")
+
+
+def _four_pages() -> dict[str, bytes]:
+    """A normal scan, an inferior-STEMI-like page, a photo-like page and an upside-down page."""
+    import cv2
+
+    from diagnosis.tests.test_digitization import inferior_stemi_png
+    from diagnosis.tests.test_real_model import _photo_of
+
+    mi = cv2.imread(str(helpers.REPO / "examples" / "mi" / "MI_35.png"), cv2.IMREAD_GRAYSCALE)
+    return {"normal": helpers.EXAMPLE_ECG.read_bytes(), "inferior_stemi": inferior_stemi_png(),
+            "photo": helpers.png_bytes(_photo_of(mi)), "upside_down": helpers.png_bytes(cv2.rotate(mi, cv2.ROTATE_180))}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_result_pages_of_four_kinds_of_picture(live_server, browser_page, settings):
+    """Each picture uploaded in the browser with the bundled model: the page shows the stored verdict, its
+    findings (and, for the STEMI-like page, the criteria met and any contradiction of the model), and
+    an explanation of the verdict shown with the verdict's own probability. Screenshots in web/artifacts/."""
+    from diagnosis import inference_adapter, services
+    from diagnosis.models import Digitization
+    from ecgdx.labels import DISPLAY_NAMES
+
+    settings.ECGDX_PREDICTOR_FACTORY = "diagnosis.inference_adapter.onnx_predictor"
+    settings.ECGDX_MODEL_PATH = None  # the bundled model
+    inference_adapter.reset_predictor()
+    ARTIFACTS.mkdir(exist_ok=True)
+    User.objects.create_user("reader", password="a-long-pass-1234")
+    page = browser_page
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("User name").fill("reader")
+    page.get_by_label("Password").fill("a-long-pass-1234")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(live_server.url + "/")
+    try:
+        for kind, data in _four_pages().items():
+            page.goto(live_server.url + "/")
+            page.get_by_label("Choose a picture or drag it here").set_input_files(
+                files=[{"name": f"{kind}.png", "mimeType": "image/png", "buffer": data}])
+            page.get_by_role("button", name="Analyse").click()
+            page.wait_for_url(re.compile(r".*/analyses/[0-9a-f-]{36}/$"))
+            page.wait_for_selector("#predicted-label", timeout=120_000)
+            analysis = Analysis.objects.get(pk=page.url.rstrip("/").rsplit("/", 1)[-1])
+            page.screenshot(path=str(ARTIFACTS / f"e2e-result-{kind}.png"), full_page=True)
+            assert analysis.status == "done", (kind, analysis.failure_reason)
+            # The verdict as stored, with its probability.
+            assert page.locator("#predicted-label").inner_text() == DISPLAY_NAMES[analysis.label], kind
+            assert page.locator("#predicted-percent").inner_text() == f"{round(100 * analysis.probability)}%"
+            # The explanation is of that verdict, made on the verdict's own model input.
+            assert page.locator("#explained-class").inner_text() == DISPLAY_NAMES[analysis.label], kind
+            assert analysis.explanation_probability == pytest.approx(analysis.probability, abs=1e-6), kind
+            assert page.locator("#explained-percent").inner_text() == page.locator("#predicted-percent").inner_text()
+            assert page.locator("#lead-importance li").count() >= 12
+            # The findings on the page are the stored measurements' findings.
+            found = services.digitization_findings(digitization=Digitization.objects.get(analysis=analysis),
+                                                   label=analysis.label)
+            if found is None:
+                assert page.locator("#digitization-error").count() == 1, kind
+            else:
+                shown = page.locator("#finding-list li").all_inner_texts() if found["findings"] else []
+                assert len(shown) == len(found["findings"]), (kind, shown)
+                for finding, text in zip(found["findings"], shown, strict=True):
+                    assert " ".join(finding["title"].split()) in " ".join(text.split()), (kind, text)
+                assert (page.locator("#findings-contradiction").count() == 1) == bool(found["contradictions"])
+            if kind == "inferior_stemi":
+                assert found and found["stemi_criteria_met"], found
+                assert page.locator("#finding-list li.urgent").count() >= 1
+                if analysis.label == "normal":  # the model misses it: the page must not reassure
+                    assert "disagree" in page.locator("#findings-contradiction").inner_text().lower()
+            if kind in ("photo", "upside_down"):
+                assert "Straightened before reading" in page.locator("#normalization").inner_text(), kind
+            if kind == "upside_down":
+                assert "upside down" in page.locator("#normalization").inner_text()
+    finally:
+        inference_adapter.reset_predictor()
+    assert page.external_requests == [], page.external_requests

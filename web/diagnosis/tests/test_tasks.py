@@ -174,3 +174,23 @@ def test_prefer_wait_header_is_parsed_and_capped(settings, rf):
 
     assert seconds(None) == 0 and seconds("respond-async") == 0 and seconds("wait=abc") == 0
     assert seconds("wait=5") == 5 and seconds("respond-async, wait=7") == 7 and seconds("wait=600") == 30
+
+
+def test_queue_is_empty_also_when_the_broker_has_no_queue_yet(monkeypatch):
+    """Redis deletes an empty list, and kombu then says NOT_FOUND: that is an empty queue, not an error
+    (the recovery sweep used to stop there). The memory transport behaves the same."""
+    from kombu import Connection
+
+    from ecgdx_web.celery import app
+
+    with Connection("memory://") as connection:
+        name = "ecgdx-test-queue-that-does-not-exist"
+        monkeypatch.setitem(app.conf, "task_default_queue", name)
+        monkeypatch.setattr(app, "connection_for_write", lambda: Connection("memory://"))
+        assert tasks.queue_is_empty(app)
+        queue = connection.SimpleQueue(name)
+        queue.put({"x": 1})
+        assert not tasks.queue_is_empty(app)
+        queue.get(timeout=1).ack()
+        assert tasks.queue_is_empty(app)
+        queue.close()
