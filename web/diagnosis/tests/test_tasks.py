@@ -194,3 +194,18 @@ def test_queue_is_empty_also_when_the_broker_has_no_queue_yet(monkeypatch):
         queue.get(timeout=1).ack()
         assert tasks.queue_is_empty(app)
         queue.close()
+
+
+def test_prefer_wait_reads_the_row_ever_less_often(queued, monkeypatch):
+    """Waiting 10 s for an analysis nobody runs reads its row ~15 times, not 100."""
+    a = queued()
+    reads = []
+    real_refresh = Analysis.refresh_from_db
+    monkeypatch.setattr(Analysis, "refresh_from_db", lambda self, *args, **kwargs: reads.append(1) or
+                        real_refresh(self, *args, **kwargs))
+    clock = {"now": 0.0}
+    monkeypatch.setattr(services.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(services.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+    waited = services.analysis_wait(analysis=a, seconds=10)
+    assert waited.status == "queued" and clock["now"] == pytest.approx(10)
+    assert 10 <= len(reads) <= 20
