@@ -22,11 +22,10 @@ import ecgdx.layout as layout_module
 from ecgdx.errors import NotAnEcgError
 from ecgdx.labels import LEADS
 from ecgdx.layout import CANONICAL_LEADS, PageLayout, canonical_page, find_lead_panels
+from ecgdx.page_primitives import flatten_background, grid_strength
 from ecgdx.preprocessing import (
     PreprocessSpec,
     _analyse,
-    _flatten_background,
-    _grid_strength,
     crop_trace_area,
     decode_image,
     preprocess,
@@ -61,14 +60,14 @@ def _isolated_mid_gray(image: np.ndarray) -> float:
 
 def _grid_ripple(image: np.ndarray) -> float:
     """preprocessing's grid strength of a whole image (gray levels; ruled pages >= 0.65)."""
-    return _grid_strength(_flatten_background(image), (0, 0, image.shape[1], image.shape[0]))
+    return grid_strength(flatten_background(image), (0, 0, image.shape[1], image.shape[0]))
 
 
-# Label area of every canonical panel, in output pixels (layout._LABEL_MM at width / 250 mm).
+# Label area of every canonical panel, in output pixels (layout.LABEL_MM at width / 250 mm).
 def _label_areas(shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     height, width = shape
     px_per_mm = width / 250.0
-    label_w = int(np.ceil(layout_module._LABEL_MM * px_per_mm))
+    label_w = int(np.ceil(layout_module.LABEL_MM * px_per_mm))
     row_h = height / 4
     areas = []
     for r in range(3):
@@ -399,7 +398,7 @@ def test_real_canonical_label_areas_hold_only_the_trace(sample_pages, monkeypatc
         bad, total = bad + b, total + t
     assert bad <= 0.01 * total, (bad, total)
 
-    monkeypatch.setattr(layout_module, "_clean_label_area", lambda *args: None)
+    monkeypatch.setattr(layout_module, "clean_label_area", lambda *args: None)
     raw_bad = raw_total = 0
     for rel, *_ in sample_pages[:: max(1, len(sample_pages) // 12)]:
         b, t = _extra_runs(canonical_page(decode_image(DEV_DIR / rel)))

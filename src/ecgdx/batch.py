@@ -2,7 +2,7 @@
 
 The client (this module) reads each picture, sends its bytes (base64 in a JSON Celery message) to the
 task ``diagnosis.predict_page`` by name (``web/diagnosis/batch_tasks.py``, run by `ecgdx worker`) and
-writes the row the worker sends back, the same row a local run writes (``ecgdx.predict.prediction_row``
+writes the row the worker sends back, the same row a local run writes (``ecgdx.prediction_table.prediction_row``
 and ``csv_cells`` on both sides). So the CSV is the local run's: same columns, same rows in the same
 order, same values given the same model.
 
@@ -11,7 +11,7 @@ order, same values given the same model.
   stuck behind it.
 - Resumable: each row is appended to ``--output`` (and flushed) as it comes back; a rerun with the
   same ``--output`` skips every file already in it. At the end the file is rewritten in the local
-  run's order (``ecgdx.predict.collect_inputs``).
+  run's order (``ecgdx.prediction_table.collect_inputs``).
 - Per-file errors do not stop the run: a picture that cannot be read gets the local run's error row;
   one above the web app's upload limit (ECGDX_MAX_UPLOAD_BYTES, 20 MB) gets an error row without
   being sent. A task that fails on the worker (crash, time limit) writes no row, so a rerun tries it again.
@@ -75,7 +75,7 @@ def worker_answer(payload: dict[str, Any], predictor, *, max_bytes: int = DEFAUL
     """One picture of a batch message -> {"row": {CSV column: cell}, "message": the stderr line a local
     run prints for it (None for a page read normally), "model_version"}: exactly a local run's
     prediction (``Predictor.predict_many``) and row (``prediction_row``, ``csv_cells``)."""
-    from ecgdx.predict import csv_cells, csv_header, failure_row, prediction_row, report_message
+    from ecgdx.prediction_table import csv_cells, csv_header, failure_row, prediction_row, report_message
 
     display = str(payload.get("path") or "")
     name = str(payload.get("name") or display)
@@ -331,7 +331,7 @@ class BatchRun:
     max_in_flight_seen: int = 0
 
     def run(self) -> BatchSummary:
-        from ecgdx.predict import csv_header
+        from ecgdx.prediction_table import csv_header
 
         if self.in_flight < 1:
             raise ValueError(f"in_flight must be >= 1, got {self.in_flight}")
@@ -396,7 +396,7 @@ class BatchRun:
                 display, path = item
                 payload, error = self._payload(display, path)
                 if error is not None:
-                    from ecgdx.predict import failure_row
+                    from ecgdx.prediction_table import failure_row
 
                     record(display, {"row": dict(zip(header, _cells(failure_row(display, error)), strict=True)),
                                      "message": f"ecgdx: {error}"})
@@ -436,18 +436,18 @@ class BatchRun:
     def _payload(self, display: str, path: str) -> tuple[dict[str, Any] | None, str | None]:
         """The message for one picture, or the error a local run would report for it."""
         from ecgdx.errors import InvalidImageError
-        from ecgdx.preprocessing import _read_path  # a local run's checks and messages (missing, empty ...)
+        from ecgdx.preprocessing import read_path  # a local run's checks and messages (missing, empty ...)
 
         label = f"'{Path(path)}'"
         try:
             size = os.stat(path).st_size
         except (OSError, ValueError):
-            size = 0  # _read_path names the problem as a local run does
+            size = 0  # read_path names the problem as a local run does
         if size > self.max_bytes:
             return None, (f"{label}: is larger than the web app's upload limit of {self.max_bytes / 1e6:.0f} MB "
                           f"({size / 1e6:.1f} MB); classify it without --broker")
         try:
-            data, _ = _read_path(path, self.max_bytes)
+            data, _ = read_path(path, self.max_bytes)
         except InvalidImageError as exc:
             return None, str(exc)
         return {"path": display, "name": str(Path(path)), "data": base64.b64encode(data).decode("ascii"),
@@ -484,7 +484,7 @@ class BatchRun:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    from ecgdx.predict import csv_cells
+    from ecgdx.prediction_table import csv_cells
 
     return csv_cells(row)
 
@@ -566,7 +566,7 @@ def check_remote_args(args: argparse.Namespace) -> None:
 def run_remote(args: argparse.Namespace, transport: Transport | None = None) -> int:
     """`ecgdx predict PATH... --broker URL --format csv --output FILE`; exit codes as for local runs
     (0: at least one picture in the CSV was read; 1: none; 130: interrupted)."""
-    from ecgdx.predict import EXIT_NOTHING_READ, EXIT_OK, collect_inputs, csv_header
+    from ecgdx.prediction_table import EXIT_NOTHING_READ, EXIT_OK, collect_inputs, csv_header
 
     check_remote_args(args)
     inputs = collect_inputs(args.paths)

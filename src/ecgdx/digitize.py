@@ -5,12 +5,12 @@
 1. Decode at full resolution (``preprocessing.decode_image``; colour -> gray) and deskew: the page
    is rotated back by the angle that makes its horizontal structure (grid lines, header rules,
    trace baselines) sharpest in a horizontal projection (search +/- 4 deg).
-2. Lead layout at the working scale (~1106 px wide): ``layout._analyse_layout`` (what
+2. Lead layout at the working scale (~1106 px wide): ``layout.analyse_layout`` (what
    ``find_lead_panels`` reports): the scale from the 1 mV calibration pulses (10 mm), the grid
    period as a cross-check, the row baselines (pulse feet), the separator lines; the row count gives
    the design (3x4 + rhythm, 6x2 + rhythm, 6x2 without rhythm).
-3. Trace ink per panel at the working scale with the layout's cleaning (``layout._prepare_ink``,
-   ``_row_ink``, ``_clean_label_area``, ``_bridge``): separators erased, lead-label glyphs and other
+3. Trace ink per panel at the working scale with the layout's cleaning (``layout.prepare_ink``,
+   ``row_ink``, ``clean_label_area``, ``bridge``): separators erased, lead-label glyphs and other
    rows' ink dropped, header/footer text never read.
 4. Reading at the page's own resolution (ink inside the cleaned mask): one ink run per pixel column
    by a cheapest-path search (continuity); sub-pixel values: the darkness-weighted centre of each
@@ -44,6 +44,7 @@ import numpy as np
 from ecgdx import layout as _layout
 from ecgdx.labels import LEADS
 from ecgdx.normalize import normalize_page, rotate_page
+from ecgdx.page_primitives import INK_LEVEL, SKEW_RANGE, estimate_skew, flatten_background
 from ecgdx.preprocessing import decode_image
 
 __all__ = ["DEFAULT_FS", "FORMATS", "RHYTHM_FALLBACK", "DigitizedECG", "digitize", "estimate_skew"]
@@ -51,8 +52,7 @@ __all__ = ["DEFAULT_FS", "FORMATS", "RHYTHM_FALLBACK", "DigitizedECG", "digitize
 DEFAULT_FS = 500.0
 FORMATS = ("csv", "wfdb", "json")
 RECORD_SECONDS = _layout.RECORD_SECONDS
-# Deskew search range and precision (degrees). Beyond ~4 deg the pulses no longer line up.
-_SKEW_RANGE = 4.0
+# Deskew precision (degrees): smaller angles are left alone (search range: page_primitives.SKEW_RANGE).
 _SKEW_MIN = 0.05
 # Half height (mm) of the window read around each row's baseline (1.9 mV; tall waves of 6x2 pages
 # print into the neighbouring rows, 21.7 mm apart).
@@ -331,14 +331,14 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
         gray, info = normalize_page(gray, rotation=False)
         normalized = info.applied
     if deskew:
-        angle = estimate_skew(gray, max_angle=_SKEW_RANGE if not normalize else 15.0)
+        angle = estimate_skew(gray, max_angle=SKEW_RANGE if not normalize else 15.0)
         if abs(angle) >= _SKEW_MIN:
             gray = rotate_page(gray, angle)
     timings["deskew"] = _lap(clock) - timings["decode"]
-    analysis = _layout._analyse_layout(gray)
+    analysis = _layout.analyse_layout(gray)
     timings["layout"] = _lap(clock) - sum(timings.values())
     factor = analysis.work.factor
-    fine = _Fine(_layout._flatten_background(gray) if factor > 1 else analysis.work.flat, factor)
+    fine = _Fine(flatten_background(gray) if factor > 1 else analysis.work.flat, factor)
     result = _read_page(analysis, fine, fs)
     timings["traces"] = _lap(clock) - sum(timings.values())
     lay = analysis.layout
@@ -376,58 +376,6 @@ def _lap(start: float) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def estimate_skew(gray: np.ndarray, *, max_angle: float = _SKEW_RANGE, fine: bool = True) -> float:
-    """Page rotation in degrees (counter-clockwise positive, as ``cv2.getRotationMatrix2D``).
-
-    Dark structure (ink, and grid lines on ruled paper) is projected onto the vertical axis along
-    lines of slope tan(angle); printed pages are made of horizontal lines (grid, rules, text lines,
-    trace baselines), so the projection is sharpest (largest sum of squares) at the page's angle.
-    Coarse search on a 4x smaller copy (0.25 deg steps), then 0.02 deg steps at half scale.
-    Args: gray (H, W) uint8 page; max_angle: search range (degrees); fine: refine at full working
-    scale in 0.02 deg steps (else at quarter scale in 0.1 deg steps: ~10x faster, for deciding whether
-    a page needs rotating at all). Returns the angle, 0.0 for blank pages and for angles at the
-    edge of the range (no clear optimum).
-    """
-    gray = _layout._as_gray(gray)
-    factor = max(1, round(gray.shape[1] / _layout._WORK_WIDTH))
-    if fine:
-        flat = _layout._flatten_background(_layout._shrink(gray, factor))
-        stages = ((4, 0.25, max_angle), (1, 0.02, 0.3))
-    else:
-        # One shrink to quarter working scale, flattened there: the resizes dominated the fast mode.
-        h, w = gray.shape
-        quarter = cv2.resize(gray, (max(1, w // (4 * factor)), max(1, h // (4 * factor))), interpolation=cv2.INTER_AREA)
-        flat = _layout._flatten_background(quarter)
-        stages = ((2, 0.5, max_angle), (1, 0.1, 0.6))
-    angle = 0.0
-    for shrink, step, span in stages:
-        small = flat if shrink == 1 else cv2.resize(flat, (flat.shape[1] // shrink, flat.shape[0] // shrink),
-                                                    interpolation=cv2.INTER_AREA)
-        weight = np.clip(235.0 - small.astype(np.float32), 0, None)
-        if not fine:
-            weight[weight < 75.0] = 0.0  # fast mode: ink only (traces, text, rules), not the grid
-        ys, xs = np.nonzero(weight)
-        if len(ys) < 50:
-            return 0.0
-        w = weight[ys, xs]
-        xs = xs - small.shape[1] / 2.0
-        candidates = np.arange(angle - span, angle + span + step / 2, step)
-        scores = []
-        for a in candidates:
-            # y measured along the rotated horizontal: rows of a page tilted by a (CCW) rise to the right.
-            proj = ys + xs * math.tan(math.radians(a))
-            proj -= proj.min()
-            # Linear binning: the score varies smoothly with the angle (no rounding aliases).
-            low = np.floor(proj)
-            frac = proj - low
-            low = low.astype(np.int64)
-            hist = np.bincount(low, weights=w * (1.0 - frac), minlength=low.max() + 2)
-            hist += np.bincount(low + 1, weights=w * frac, minlength=low.max() + 2)
-            scores.append(float((hist * hist).sum()))
-        angle = float(candidates[int(np.argmax(scores))])
-    return angle if abs(angle) < max_angle else 0.0
-
-
 # --------------------------------------------------------------------------------------------------
 # Traces
 # --------------------------------------------------------------------------------------------------
@@ -448,7 +396,7 @@ class _PageSignals:
 
 def _read_page(a, fine: _Fine, fs: float) -> _PageSignals:
     """Every lead panel (and the rhythm strip) of an analysed page as signals at ``fs``."""
-    ink = _layout._prepare_ink(a)
+    ink = _layout.prepare_ink(a)
     design = a.design
     traces: dict[tuple[int, int], _Trace] = {}
     # The outer panel ends reach 1 mm beyond the layout's trace extent (integer columns), so that
@@ -528,7 +476,7 @@ def _label_glyphs(a, ink, row: int, left: float) -> np.ndarray | None:
     columns that hold ink; None when there is (almost) none.
 
     The box spans _LABEL_BAND_MM above the row's baseline and 1 mm left of the panel start to
-    _LABEL_MM right of it, with the same size on every row. The trace's own ink there (the cleaned
+    LABEL_MM right of it, with the same size on every row. The trace's own ink there (the cleaned
     panel mask, grown by a pixel) is removed.
     """
     ppm = a.ppm
@@ -536,13 +484,13 @@ def _label_glyphs(a, ink, row: int, left: float) -> np.ndarray | None:
     y0 = int(round(base - _LABEL_BAND_MM[0] * ppm))
     y1 = y0 + int(round((_LABEL_BAND_MM[0] - _LABEL_BAND_MM[1]) * ppm))
     x0 = int(round(left - 1.0 * ppm))
-    x1 = x0 + int(round((_layout._LABEL_MM + 1.0) * ppm))
+    x1 = x0 + int(round((_layout.LABEL_MM + 1.0) * ppm))
     height, width = a.work.ink.shape
     if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
         return None
     raw = a.work.ink[y0:y1, x0:x1].astype(np.uint8)
     # The label cleaning follows the trace from 2 mm right of the label area: a little more is enough.
-    mask, _, (oy, ox) = _panel_window(a, ink, row, left, left + (_layout._LABEL_MM + 3.0) * ppm)
+    mask, _, (oy, ox) = _panel_window(a, ink, row, left, left + (_layout.LABEL_MM + 3.0) * ppm)
     trace = np.zeros_like(raw)
     ty0, tx0 = max(y0, oy), max(x0, ox)
     part = mask[ty0 - oy : y1 - oy, tx0 - ox : x1 - ox]
@@ -693,11 +641,11 @@ def _read_panel(a, ink, fine: _Fine, row: int, x_left: float, x_right: float) ->
         grown = np.repeat(np.repeat(grown, f, axis=0), f, axis=1)
         flat = fine.flat[oy * f : oy * f + grown.shape[0], ox * f : ox * f + grown.shape[1]]
         grown = grown[: flat.shape[0], : flat.shape[1]]
-        mask = ((flat < _layout._INK_LEVEL) & (grown > 0)).view(np.uint8)
+        mask = ((flat < INK_LEVEL) & (grown > 0)).view(np.uint8)
     else:
         flat = fine.flat[oy : oy + mask.shape[0], ox : ox + mask.shape[1]]
     base = a.rows[row].baseline * f
-    runs = [_merge_runs(col, _MERGE_GAP_PX * f) for col in _layout._column_runs(mask)]
+    runs = [_merge_runs(col, _MERGE_GAP_PX * f) for col in _layout.column_runs(mask)]
     path, jumps = _cheapest_path(runs, base - oy * f, _MAX_JUMP_MM * a.ppm * f)
     limits = _shared_limits(a, row, oy, f, mask.shape[0])
     crossing = _crossing_columns(path, limits)
@@ -815,15 +763,15 @@ def _panel_window(a, ink, row: int, x_left: float, x_right: float):
     crossing = np.zeros(len(ink.home), np.uint8)
     crossing[labels[max(0, tight0) : max(0, tight1)].ravel()] = 1
     crossing[0] = 0
-    core0, core1 = _layout._row_limits(baselines, row, _layout._CORE_HALF_MM * a.ppm, height)
-    window = _layout._row_ink(home[labels], (home | crossing)[labels], (core0 - sy0, core1 - sy0),
+    core0, core1 = _layout.row_limits(baselines, row, _layout.CORE_HALF_MM * a.ppm, height)
+    window = _layout.row_ink(home[labels], (home | crossing)[labels], (core0 - sy0, core1 - sy0),
                               (tight0, tight1))
     carry = set()
     for c0, c1, r0, r1 in ink.erased:
         if r0 < sy1 and r1 > sy0:
             carry.update(c - sx0 for c in range(c0, c1) if sx0 <= c < sx1)
-    _layout._clean_label_area(window, base - sy0, a.ppm, carry)
-    _layout._bridge(window, carry)
+    _layout.clean_label_area(window, base - sy0, a.ppm, carry)
+    _layout.bridge(window, carry)
     flat = a.work.flat[sy0:sy1, sx0:sx1]
     return window, flat, (sy0, sx0)
 
@@ -832,7 +780,7 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
     """One run per column (None where a column has no ink): the cheapest left-to-right path.
 
     Step cost between runs of consecutive inked columns: their vertical gap (0 when they touch),
-    +1000 beyond ``max_jump``, + 1 % of the centre shift (``layout._step_cost``). The path may start
+    +1000 beyond ``max_jump``, + 1 % of the centre shift (``layout.step_cost``). The path may start
     anywhere; starting far from the baseline costs 2 % of the distance (prefers the row's own trace
     over stray ink). Returns (path, number of steps that jumped a gap > 1 px).
     """
@@ -853,7 +801,7 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
             continue
         new_costs, choice = [], []
         for run in current:
-            steps = [costs[i] + _layout._step_cost(p, run, max_jump) for i, p in enumerate(prev)]
+            steps = [costs[i] + _layout.step_cost(p, run, max_jump) for i, p in enumerate(prev)]
             best = min(range(len(steps)), key=steps.__getitem__)
             new_costs.append(steps[best])
             choice.append(best)
@@ -900,7 +848,7 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     cols = [c for c, r in enumerate(path) if r is not None]
     if not cols:
         return np.zeros(0), np.zeros(0), None, None
-    inked = flat[flat < _layout._INK_LEVEL]
+    inked = flat[flat < INK_LEVEL]
     ink_level = float(np.percentile(inked, 5)) if inked.size else 0.0
     dark = np.clip((255.0 - flat.astype(np.float32)) / max(1.0, 255.0 - ink_level), 0.0, 1.0)
     h = flat.shape[0]

@@ -457,7 +457,7 @@ def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
 
     from ecgdx import measure as _measure
 
-    source, segment, offset = _measure._rhythm_signal({k: np.asarray(v, float) for k, v in leads.items()}, fs)
+    source, segment, offset = _measure.rhythm_signal({k: np.asarray(v, float) for k, v in leads.items()}, fs)
     if source is None:
         return []
     import neurokit2 as nk

@@ -34,17 +34,17 @@ import numpy as np
 
 from ecgdx.errors import NotAnEcgError
 from ecgdx.labels import LEADS
-from ecgdx.preprocessing import (
-    _GRID_LEVEL,
-    _INK_LEVEL,
-    _WORK_WIDTH,
-    _as_gray,
-    _box_between_text,
-    _component_boxes,
-    _find_pulses,
-    _flatten_background,
-    _grid_strength,
-    _shrink,
+from ecgdx.page_primitives import (
+    GRID_LEVEL,
+    INK_LEVEL,
+    WORK_WIDTH,
+    as_gray,
+    box_between_text,
+    component_boxes,
+    find_pulses,
+    flatten_background,
+    grid_strength,
+    shrink,
 )
 
 __all__ = [
@@ -76,10 +76,10 @@ CANONICAL_ROW_MM = 30.0
 PANEL_HALF_MM = 12.0
 # A row's own band (mm each side of its baseline, at most half-way to the next row): ink of the row
 # that lies further out is drawn only when connected to ink within the band.
-_CORE_HALF_MM = 12.0
+CORE_HALF_MM = 12.0
 # Lead labels ("aVR", "V1", ...) print from the panel start, up to ~7.3 mm wide, ~2.6 mm high, their
 # bottom 0-0.5 mm above the baseline (measured on dev pages at 4 px/mm). The label box is wider/taller.
-_LABEL_MM = 8.0
+LABEL_MM = 8.0
 _TEXT_BAND_MM = (3.6, -0.2)  # (top, bottom) of the label text band, mm above the baseline
 # Blanked at the (start, end) of every panel (mm): where separator lines print on 3x4 pages.
 _EDGE_MM = (1.0, 0.75)
@@ -197,7 +197,7 @@ class PageLayout:
 class _Work:
     """The page at the working scale. factor: page px per working px (integer shrink).
 
-    flat: (h, w) uint8 background-flattened page (paper ~255). ink: (h, w) uint8 0/1, flat < _INK_LEVEL.
+    flat: (h, w) uint8 background-flattened page (paper ~255). ink: (h, w) uint8 0/1, flat < INK_LEVEL.
     """
 
     factor: int
@@ -236,14 +236,14 @@ class _Analysis:
 
 
 def _prepare(gray: np.ndarray) -> _Work:
-    """Shrink to ~_WORK_WIDTH by an integer factor, flatten the paper, threshold the ink.
+    """Shrink to ~WORK_WIDTH by an integer factor, flatten the paper, threshold the ink.
 
-    The ink threshold is a fixed fraction (_INK_LEVEL / 255 = 63 %) of the local paper brightness:
+    The ink threshold is a fixed fraction (INK_LEVEL / 255 = 63 %) of the local paper brightness:
     the flattening divides by it. Pink grid lines turn ~185-240 gray, printed ink < 120.
     """
-    factor = max(1, round(gray.shape[1] / _WORK_WIDTH))
-    flat = _flatten_background(_shrink(gray, factor))
-    ink = (flat < _INK_LEVEL).view(np.uint8)
+    factor = max(1, round(gray.shape[1] / WORK_WIDTH))
+    flat = flatten_background(shrink(gray, factor))
+    ink = (flat < INK_LEVEL).view(np.uint8)
     return _Work(factor, flat, ink)
 
 
@@ -253,7 +253,7 @@ def _runs(mask_1d: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def _column_runs(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+def column_runs(mask: np.ndarray) -> list[list[tuple[int, int]]]:
     """Per column of a (h, w) 0/1 array, the [(start, end_exclusive)] runs of ink, top to bottom."""
     h, w = mask.shape
     padded = np.zeros((w, h + 2), np.int8)
@@ -314,14 +314,14 @@ def _split_pulse(box: np.ndarray, work: _Work, single_h: float) -> list[_Row]:
 
 
 def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
-    """Trace rows from the calibration pulses (see preprocessing._find_pulses), top to bottom, and the
+    """Trace rows from the calibration pulses (see page_primitives.find_pulses), top to bottom, and the
     rows (top, bottom) between the page's header and footer text (working px).
 
     Header and footer are found as in ``preprocessing.locate_trace_area``: text lines ending above
     the middle of the first pulse, and starting below the last pulse's baseline.
     """
-    boxes = _component_boxes(work.ink)
-    pulses, n_rows = _find_pulses(boxes, work.ink)
+    boxes = component_boxes(work.ink)
+    pulses, n_rows = find_pulses(boxes, work.ink)
     if n_rows < 3:
         raise NotAnEcgError(
             "no ECG lead layout found: fewer than 3 calibration pulses (the square 1 mV steps at the "
@@ -340,14 +340,14 @@ def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
             continue
         unique.append(row)
     first, last = pulses[0], pulses[-1]
-    text_box = _box_between_text(
+    text_box = box_between_text(
         boxes, work.ink, int(first[1]) + int(single_h) // 2, int(last[1] + last[3]) + 1
     )
     limits = (0, height) if text_box is None else (text_box[1], text_box[3])
     return unique, limits
 
 
-def _row_limits(baselines: list[float], i: int, half: float, height: int) -> tuple[int, int]:
+def row_limits(baselines: list[float], i: int, half: float, height: int) -> tuple[int, int]:
     """Rows [y0, y1) of a band around baseline i, at most ``half`` px each side and no further than
     half-way to the neighbouring baselines."""
     b = baselines[i]
@@ -363,7 +363,7 @@ def _trace_extent(work: _Work, rows: list[_Row], ppm: float) -> tuple[float, flo
     baselines = [r.baseline for r in rows]
     starts, ends = [], []
     for i, row in enumerate(rows):
-        y0, y1 = _row_limits(baselines, i, _START_BAND_MM * ppm, height)
+        y0, y1 = row_limits(baselines, i, _START_BAND_MM * ppm, height)
         present = work.ink[y0:y1].any(axis=0)
         first = int(row.pulse_right + 0.5 * ppm)
         after = np.flatnonzero(present[first : first + int(15 * ppm)])
@@ -491,13 +491,13 @@ def _coverage(ink: np.ndarray, x0: float, x1: float, y0: int, y1: int) -> float:
     return float(ink[y0:y1, c0:c1].any(axis=0).mean())
 
 
-def _analyse_layout(gray: np.ndarray, measure_grid: bool = True) -> _Analysis:
+def analyse_layout(gray: np.ndarray, measure_grid: bool = True) -> _Analysis:
     """Everything find_lead_panels reports, plus the working-scale data canonical_page needs.
 
     measure_grid=False skips the grid measurements (~5 ms at full resolution), which drawing does not
     need: the layout then reports has_grid False and a template without the grid suffix ('3x4').
     """
-    gray = _as_gray(gray)
+    gray = as_gray(gray)
     work = _prepare(gray)
     height, width = work.ink.shape
     rows, text_limits = _find_rows(work)
@@ -533,17 +533,17 @@ def _analyse_layout(gray: np.ndarray, measure_grid: bool = True) -> _Analysis:
 
     baselines = [r.baseline for r in rows]
     rows_box = _rows_box(baselines, x0, x1, ppm, work.ink.shape)
-    has_grid = measure_grid and _grid_strength(work.flat, rows_box) >= _GRID_LEVEL
+    has_grid = measure_grid and grid_strength(work.flat, rows_box) >= GRID_LEVEL
     grid_ppm = _grid_period(work.flat, rows_box, ppm) if has_grid else None
 
     # Separators are expected between lead panels on real prints; a boundary without one is less sure.
     boundary_ok = [1.0] + [1.0 if s is not None else (0.8 if separators else 0.9) for s in matched] + [1.0]
     f = work.factor
-    core = _CORE_HALF_MM * ppm
+    core = CORE_HALF_MM * ppm
     panels: dict[str, LeadPanel] = {}
     for r, leads in enumerate(design.lead_rows):
         row_q = rows[r].quality * (1.0 if abs(starts[r] - x0) <= 1.5 * ppm else 0.6)
-        y0, y1 = _row_limits(baselines, r, core, height)
+        y0, y1 = row_limits(baselines, r, core, height)
         for c, lead in enumerate(leads):
             cov = _coverage(work.ink, bounds[c] + 0.1 * pps, bounds[c + 1], y0, y1)
             conf = min(1.0, cov / 0.9) * boundary_ok[c] * boundary_ok[c + 1] * row_q
@@ -552,7 +552,7 @@ def _analyse_layout(gray: np.ndarray, measure_grid: bool = True) -> _Analysis:
     rhythm = None
     if design.rhythm:
         r = len(design.lead_rows)
-        y0, y1 = _row_limits(baselines, r, core, height)
+        y0, y1 = row_limits(baselines, r, core, height)
         x_end = x0 + RECORD_SECONDS * pps
         conf = min(1.0, _coverage(work.ink, x0 + 0.1 * pps, x_end, y0, y1) / 0.9) * rows[r].quality
         rhythm = _panel("II", r, 0, (x0, x_end, 0.0, RECORD_SECONDS), baselines[r], conf, f, ppm, gray.shape)
@@ -638,7 +638,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
 
     How (on a copy shrunk by an integer factor to ~1106 px wide, background flattened, ink = darker
     than 63 % of the local paper brightness):
-      1. Calibration pulses (``preprocessing._find_pulses``) give the trace rows; each pulse's feet
+      1. Calibration pulses (``page_primitives.find_pulses``) give the trace rows; each pulse's feet
          give the row's baseline and its feet-to-top distance (10 mm) the px/mm scale (median over
          rows; line centres weighted by darkness, so sub-pixel). Touching pulses of close rows are
          split by their feet. The row count picks the layout (3/4 rows: 3x4, 6/7 rows: 6x2).
@@ -648,7 +648,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
          2.5 s (3x4) or 5 s (6x2) for a scale within 10 % of 25 mm/s * px/mm are the boundaries and
          give the printed scale; without them the trace extent (10 s per row) gives it, else
          25 mm/s. Real pages print 2.5 s in 61.9 mm of their own grid (24.8 mm/s).
-      4. Ruled paper: ``preprocessing._grid_strength``; grid_px_per_mm from the 5 mm grid period.
+      4. Ruled paper: ``page_primitives.grid_strength``; grid_px_per_mm from the 5 mm grid period.
 
     Raises:
         NotAnEcgError: no calibration pulses, a row count of no known layout, an implausible scale,
@@ -656,7 +656,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
             printout: 3 leads x 10 s, twice).
         InvalidImageError: ``gray`` is not a (H, W) uint8 array.
     """
-    return _analyse_layout(gray).layout
+    return analyse_layout(gray).layout
 
 
 def canonical_page(
@@ -705,7 +705,7 @@ def canonical_page(
     if not isinstance(seconds_per_lead, int | float) or not 0 < seconds_per_lead <= 2.5:
         raise ValueError(f"seconds_per_lead must be in (0, 2.5], got {seconds_per_lead!r}")
     return _render(
-        _analyse_layout(gray, measure_grid=False), int(height), int(width), float(seconds_per_lead)
+        analyse_layout(gray, measure_grid=False), int(height), int(width), float(seconds_per_lead)
     )
 
 
@@ -730,7 +730,7 @@ class _Ink:
     erased: tuple[tuple[int, int, int, int], ...]
 
 
-def _prepare_ink(a: _Analysis) -> _Ink:
+def prepare_ink(a: _Analysis) -> _Ink:
     """Erase the separators (they join every row's trace into one component), then label the ink.
 
     Only the region between the header and footer text is labelled: patient data, diagnoses and
@@ -756,7 +756,7 @@ def _prepare_ink(a: _Analysis) -> _Ink:
 def _render(a: _Analysis, height: int, width: int, seconds_per_lead: float) -> np.ndarray:
     """Canonical (height, width) uint8 image of an analysed page (see canonical_page)."""
     out = np.full((height, width), 255, np.uint8)
-    ink = _prepare_ink(a)
+    ink = prepare_ink(a)
     n_rows = len(CANONICAL_LEADS) + 1
     row_h = height / n_rows
     out_pps = width / RECORD_SECONDS
@@ -782,8 +782,8 @@ def _panel_mask(a: _Analysis, ink: _Ink, page_row: int, x_left: float, seconds: 
 
     Kept: page components whose home row is this row, or that cross this row's baseline +/- 2 mm
     (traces of two rows that touch), and of these the pieces inside the window that reach the row's
-    own band (+/- _CORE_HALF_MM, at most half-way to the neighbouring rows). Then the label area is
-    cleaned (``_clean_label_area``), erased separator columns are bridged and both ends blanked.
+    own band (+/- CORE_HALF_MM, at most half-way to the neighbouring rows). Then the label area is
+    cleaned (``clean_label_area``), erased separator columns are bridged and both ends blanked.
     """
     height = a.work.ink.shape[0]
     base = a.rows[page_row].baseline
@@ -806,14 +806,14 @@ def _panel_mask(a: _Analysis, ink: _Ink, page_row: int, x_left: float, seconds: 
     crossing = np.zeros(len(ink.home), np.uint8)
     crossing[labels[tight0:tight1].ravel()] = 1
     crossing[0] = 0
-    core0, core1 = _row_limits([r.baseline for r in a.rows], page_row, _CORE_HALF_MM * a.ppm, height)
-    window = _row_ink(home[labels], (home | crossing)[labels], (core0 - sy0, core1 - sy0), (tight0, tight1))
+    core0, core1 = row_limits([r.baseline for r in a.rows], page_row, CORE_HALF_MM * a.ppm, height)
+    window = row_ink(home[labels], (home | crossing)[labels], (core0 - sy0, core1 - sy0), (tight0, tight1))
     carry = set()
     for c0, c1, r0, r1 in ink.erased:
         if r0 < sy1 and r1 > sy0:
             carry.update(c - sx0 for c in range(c0, c1) if sx0 <= c < sx1)
-    _clean_label_area(window, base - sy0, a.ppm, carry)
-    _bridge(window, carry)
+    clean_label_area(window, base - sy0, a.ppm, carry)
+    bridge(window, carry)
     # Every panel loses the same thin strips at both ends, where 3x4 pages print separators (the
     # trace there cannot be recovered); doing it everywhere keeps it from marking the template.
     window[:, : int(round(_EDGE_MM[0] * a.ppm))] = 0
@@ -821,7 +821,7 @@ def _panel_mask(a: _Analysis, ink: _Ink, page_row: int, x_left: float, seconds: 
     return window
 
 
-def _row_ink(
+def row_ink(
     home: np.ndarray, candidate: np.ndarray, core: tuple[int, int], tight: tuple[int, int]
 ) -> np.ndarray:
     """0/1 window of the ink that belongs to the panel's row.
@@ -864,8 +864,8 @@ def _paste(
     np.minimum(dest, 255 - cover, out=dest)
 
 
-def _clean_label_area(window: np.ndarray, base: float, ppm: float, carry: set[int]) -> None:
-    """Keep only the trace in the first _LABEL_MM of the window (where the lead label prints), in place.
+def clean_label_area(window: np.ndarray, base: float, ppm: float, carry: set[int]) -> None:
+    """Keep only the trace in the first LABEL_MM of the window (where the lead label prints), in place.
 
     1. The trace is followed from 2 mm right of the label area to the panel start as a cheapest path
        through the columns' ink runs (``_trace_path``): runs that touch cost nothing, jumps cost their
@@ -877,7 +877,7 @@ def _clean_label_area(window: np.ndarray, base: float, ppm: float, carry: set[in
     Separator columns (``carry``) repeat the previous column's run.
     """
     h, w = window.shape
-    c_label = min(int(round(_LABEL_MM * ppm)), w)
+    c_label = min(int(round(LABEL_MM * ppm)), w)
     if c_label <= 0:
         return
     c_end = min(w, c_label + int(round(2 * ppm)))
@@ -925,7 +925,7 @@ def _trace_path(
     separator columns (``carry``) are passed through; separator columns then get the run to their
     right.
     """
-    runs_by_col = _column_runs(window[:, :c_end])
+    runs_by_col = column_runs(window[:, :c_end])
     for c in carry:
         if c < c_end:
             runs_by_col[c] = []
@@ -945,7 +945,7 @@ def _trace_path(
         new_costs, choice = [], []
         for run in runs:
             in_band = 0.2 if band[0] <= (run[0] + run[1]) / 2.0 <= band[1] else 0.0
-            steps = [costs[i] + _step_cost(states[i], run, max_jump) for i in range(len(states))]
+            steps = [costs[i] + step_cost(states[i], run, max_jump) for i in range(len(states))]
             best = min(range(len(steps)), key=steps.__getitem__)
             new_costs.append(steps[best] + in_band)
             choice.append(best)
@@ -968,14 +968,14 @@ def _trace_path(
     return path
 
 
-def _step_cost(a: tuple[int, int], b: tuple[int, int], max_jump: float) -> float:
+def step_cost(a: tuple[int, int], b: tuple[int, int], max_jump: float) -> float:
     """Cost of the trace going from run a to run b in the next column (see _trace_path)."""
     gap = max(0, max(a[0] - b[1], b[0] - a[1]))
     shift = abs((a[0] + a[1]) - (b[0] + b[1])) / 2.0
     return gap + (1000.0 if gap > max_jump else 0.0) + 0.01 * shift
 
 
-def _bridge(window: np.ndarray, carry: set[int]) -> None:
+def bridge(window: np.ndarray, carry: set[int]) -> None:
     """Fill erased separator columns outside the label area with the column just left of them."""
     for c in sorted(carry):
         if c > 0 and (c - 1) not in carry and not window[:, c].any():

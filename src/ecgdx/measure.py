@@ -179,7 +179,7 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
     if rhythm is not None:
         leads["rhythm"] = np.asarray(rhythm, float)
     result = Measurements(st_mv={lead: None for lead in LEADS})
-    source, segment, offset = _rhythm_signal(leads, fs)
+    source, segment, offset = rhythm_signal(leads, fs)
     if source is None:
         result.reasons.update({name: f"no signal of at least {_MIN_RHYTHM_S:g} s to find beats in"
                                for name, _, _ in FIELDS})
@@ -236,7 +236,7 @@ def _longest_finite(x: np.ndarray) -> tuple[int, int]:
     return int(starts[i]), int(ends[i])
 
 
-def _rhythm_signal(leads: dict[str, np.ndarray], fs: float) -> tuple[str | None, np.ndarray, int]:
+def rhythm_signal(leads: dict[str, np.ndarray], fs: float) -> tuple[str | None, np.ndarray, int]:
     """(name, contiguous samples, index of its first sample) of the signal to find beats in.
 
     The rhythm strip when it has >= _MIN_RHYTHM_S of signal, else the lead with the longest run

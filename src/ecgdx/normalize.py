@@ -14,7 +14,7 @@ correct, and says what it did in ``Normalization.applied``.
 3. **Lighting**: the paper's brightness is estimated by a grey-level closing (removes ink and grid
    lines) over a coarse copy; when it varies by more than 12 % across the page (a shadow, a lamp on
    one side), the page is divided by it and rescaled to white paper.
-4. **Rotation**: ``ecgdx.digitize.estimate_skew`` (the angle at which the page's horizontal
+4. **Rotation**: ``ecgdx.page_primitives.estimate_skew`` (the angle at which the page's horizontal
    structure projects sharpest), searched over +/- ``max_rotation`` degrees in its fast mode
    (0.1 deg resolution); undone above 0.3 deg.
 5. **Perspective from the page itself** (only when step 1 found no sheet): ``page_perspective``
@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from ecgdx.orientation import detect_orientation, turn_page
+from ecgdx.page_primitives import estimate_skew, flatten_background, shrink
 
 _QUAD_WIDTH = 512  # px width of the copy the sheet is searched on
 _MIN_SHEET, _MAX_SHEET = 0.20, 0.93  # sheet area / picture area for a perspective correction
@@ -108,8 +109,6 @@ def normalize_page(gray: np.ndarray, *, max_rotation: float = 15.0, perspective:
         if info.lighting > _LIGHTING_THRESHOLD:
             info.applied.append(f"lighting: uneven by {100 * info.lighting:.0f} %, evened out")
     if rotation:
-        from ecgdx.digitize import estimate_skew
-
         info.rotation_deg = estimate_skew(gray, max_angle=max_rotation, fine=False)
         if abs(info.rotation_deg) >= _MIN_ROTATION:
             gray = rotate_page(gray, info.rotation_deg)
@@ -221,7 +220,7 @@ def page_perspective(gray: np.ndarray, *, refine: bool = False) -> tuple[np.ndar
     Horizontal lines (grid rules, trace baselines, text lines, the header rule) are measured in
     three bands from top to bottom, vertical lines (grid rules, lead separators, calibration
     pulses) in three bands from left to right: each band's slope is the one at which its dark
-    structure projects sharpest (as ``ecgdx.digitize.estimate_skew``). To first order, a
+    structure projects sharpest (as ``ecgdx.page_primitives.estimate_skew``). To first order, a
     perspective view of the page tilts horizontal lines by ``d - g * v`` and vertical lines by
     ``b - h * u`` at normalised page coordinates (u, v); straight-line fits through the bands'
     slopes give d, g, b, h, hence a homography that maps the page back.
@@ -300,9 +299,7 @@ def _straighten_from_lines(gray: np.ndarray, info: Normalization) -> np.ndarray:
 
 
 def _flatten(gray: np.ndarray, factor: int) -> np.ndarray:
-    from ecgdx.preprocessing import _flatten_background, _shrink
-
-    return _flatten_background(_shrink(gray, factor))
+    return flatten_background(shrink(gray, factor))
 
 
 def _band_slope(weight: np.ndarray) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Which way up is a page picture? Finds pages turned by 90, 180 or 270 degrees (numpy + OpenCV).
 
 A printed 12-lead page has three cues that need no model, all read from the same ink components
-(``ecgdx.preprocessing``'s page analysis, on a copy ~``_WORK_SIDE`` px on its long side):
+(``ecgdx.page_primitives``' page analysis, on a copy ~``_WORK_SIDE`` px on its long side):
 
 - **Calibration pulses**: the 1 mV pulses stand in one column at the LEFT of the trace rows and rise
   from the baseline (tall, narrow outlines). Turned by 180 degrees they sit at the right; turned by
@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ecgdx import preprocessing as _page
+from ecgdx.page_primitives import (
+    INK_LEVEL,
+    as_gray,
+    component_boxes,
+    find_pulses,
+    flatten_background,
+    shrink,
+    text_lines,
+)
 
 __all__ = ["Orientation", "detect_orientation", "turn_page"]
 
@@ -66,20 +74,20 @@ def detect_orientation(gray: np.ndarray) -> Orientation:
 
     Returns an ``Orientation`` whose ``turn`` is 0 unless a turned page is clearly more upright.
     """
-    gray = _page._as_gray(gray)
-    flat = _page._flatten_background(_work_copy(gray))
+    gray = as_gray(gray)
+    flat = flatten_background(_work_copy(gray))
     ink = _ink(flat)
-    boxes = _page._component_boxes(ink)
+    boxes = component_boxes(ink)
     # Text lines read the same after a half turn, so two analyses cover the four candidates.
-    glyphs = {0: _page._text_lines(boxes, ink.shape, np.ones(len(boxes), bool))}
+    glyphs = {0: text_lines(boxes, ink.shape, np.ones(len(boxes), bool))}
     quarter = _turned_boxes(boxes, ink.shape, 1)
-    glyphs[1] = _page._text_lines(quarter, ink.shape[::-1], np.ones(len(boxes), bool))
+    glyphs[1] = text_lines(quarter, ink.shape[::-1], np.ones(len(boxes), bool))
     counts = {axis: int(mask.sum()) for axis, mask in glyphs.items()}
     result = Orientation()
     for k in range(4):
         turned_ink = np.ascontiguousarray(np.rot90(ink, k))
         turned = _turned_boxes(boxes, ink.shape, k)
-        _, pulse_rows = _page._find_pulses(turned, turned_ink)
+        _, pulse_rows = find_pulses(turned, turned_ink)
         text = glyphs[k % 2]
         middle = turned[:, 1] + turned[:, 3] / 2.0
         height = turned_ink.shape[0]
@@ -106,7 +114,7 @@ def _work_copy(gray: np.ndarray) -> np.ndarray:
     path), or enlarged when smaller, so that glyphs and pulses keep the size the limits expect."""
     long_side = max(gray.shape)
     if long_side >= _WORK_SIDE:
-        return _page._shrink(gray, max(1, round(long_side / _WORK_SIDE)))
+        return shrink(gray, max(1, round(long_side / _WORK_SIDE)))
     scale = _WORK_SIDE / long_side
     size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
     return cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
@@ -117,7 +125,7 @@ def _ink(flat: np.ndarray) -> np.ndarray:
     moves half-way from the darkest ink to the paper (as the quality gate does), within limits
     that keep the grid out."""
     darkest = float(np.percentile(flat[::2, ::2], 0.5))
-    level = float(np.clip((darkest + 255.0) / 2.0, _page._INK_LEVEL, _MAX_INK_LEVEL))
+    level = float(np.clip((darkest + 255.0) / 2.0, INK_LEVEL, _MAX_INK_LEVEL))
     return (flat < level).view(np.uint8)
 
 

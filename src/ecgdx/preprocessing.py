@@ -40,6 +40,18 @@ import numpy as np
 
 from ecgdx.errors import InvalidImageError
 from ecgdx.labels import TEMPLATES, UNKNOWN_TEMPLATE
+from ecgdx.page_primitives import (
+    GRID_LEVEL,
+    INK_LEVEL,
+    WORK_WIDTH,
+    as_gray,
+    box_between_text,
+    component_boxes,
+    find_pulses,
+    flatten_background,
+    grid_strength,
+    shrink,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -211,7 +223,7 @@ def decode_image(
 def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
     """Encoded bytes of a path, bytes-like or file-like source, plus a label naming it in messages."""
     if isinstance(source, str | os.PathLike):
-        return _read_path(source, max_bytes)
+        return read_path(source, max_bytes)
     if isinstance(source, bytes | bytearray | memoryview):
         data = source.tobytes() if isinstance(source, memoryview) else bytes(source)
         label = "the uploaded image"
@@ -236,7 +248,7 @@ def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
     )
 
 
-def _read_path(source: str | os.PathLike, max_bytes: int) -> tuple[bytes, str]:
+def read_path(source: str | os.PathLike, max_bytes: int) -> tuple[bytes, str]:
     """Bytes of the file at source; every filesystem problem becomes an InvalidImageError naming it."""
     if isinstance(source, str) and not source.strip():
         raise InvalidImageError("no image file given (the path is empty)")
@@ -555,23 +567,13 @@ def _to_uint8(image: np.ndarray, label: str) -> np.ndarray:
 # Trace-area location
 # --------------------------------------------------------------------------------------------------
 
-# Pages are analysed at about this width (the 50 % PNGs' width), reached by an integer shrink factor
-# (OpenCV's fast path): component sizes then mean the same at every input resolution.
-_WORK_WIDTH = 1106
 _JPEG_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                        8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
-# Ink = darker than this after background flattening (paper ~255, grid dots ~185-240, ink < 120).
-_INK_LEVEL = 160
-# A page counts as gridded when its paper profiles ripple by more than this many gray levels
-# (measured on dev pages at 35-100 % scale, clean, noisy or JPEG-60: grid >= 0.86, none <= 0.49).
-_GRID_LEVEL = 0.65
 # Fallback crop as fractions of the page (x0, y0, x1, y1): on EDAN SE-3 pages the header text ends
 # near 17.5 % of the height and the footer text starts near 97.5 %.
 _FALLBACK_BOX = (0.02, 0.19, 0.98, 0.965)
 # A detected box narrower or lower than this share of the page is not trusted.
 _MIN_BOX_SHARE = 0.3
-# Text-line grouping compares glyphs pairwise; beyond this many candidates the rest is noise.
-_MAX_GLYPHS = 4000
 # CLAHE and the median filter run at this multiple of the output size (see preprocess).
 _MID_FACTOR = 2
 
@@ -581,7 +583,7 @@ class _Layout:
     """What the analysis found. box: (x0, y0, x1, y1) in ORIGINAL pixels, x1/y1 exclusive.
 
     method: 'pulses', 'traces' or 'fallback'. pulses: trace rows marked by calibration pulses.
-    grid: grid strength of the trace area in gray levels (see _grid_strength).
+    grid: grid strength of the trace area in gray levels (see grid_strength).
     """
 
     box: tuple[int, int, int, int]
@@ -611,12 +613,12 @@ def locate_trace_area(gray: np.ndarray) -> tuple[int, int, int, int]:
     header text (tall R waves, pages with a measurement block), text exclusion wins and the trace
     top is clipped.
     """
-    return _analyse(_as_gray(gray)).box
+    return _analyse(as_gray(gray)).box
 
 
 def crop_trace_area(gray: np.ndarray) -> np.ndarray:
     """(h, w) uint8 view of ``gray`` inside ``locate_trace_area(gray)``."""
-    gray = _as_gray(gray)
+    gray = as_gray(gray)
     x0, y0, x1, y1 = _analyse(gray).box
     return gray[y0:y1, x0:x1]
 
@@ -629,11 +631,11 @@ def detect_template(gray: np.ndarray) -> str:
     printed twice) that its labels file under the same template. Pages without grid with 7 rows
     (6 + rhythm strip) are '6x2_nogrid'. Anything else is 'unknown'. About 10 ms per page.
     """
-    return _template_of(_analyse(_as_gray(gray)))
+    return _template_of(_analyse(as_gray(gray)))
 
 
 def _template_of(layout: _Layout) -> str:
-    has_grid = layout.grid >= _GRID_LEVEL
+    has_grid = layout.grid >= GRID_LEVEL
     if has_grid and layout.pulses in (4, 6):
         return TEMPLATES[0]
     if not has_grid and layout.pulses == 7:
@@ -641,60 +643,15 @@ def _template_of(layout: _Layout) -> str:
     return UNKNOWN_TEMPLATE
 
 
-def _as_gray(gray: Any) -> np.ndarray:
-    """Validate a (H, W) uint8 page for the layout functions."""
-    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8:
-        shape = getattr(gray, "shape", None)
-        dtype = getattr(gray, "dtype", type(gray).__name__)
-        raise InvalidImageError(f"expected a (H, W) uint8 grayscale page, got shape {shape} dtype {dtype}")
-    if min(gray.shape) < 16:
-        raise InvalidImageError(f"the page is too small to analyse ({gray.shape[1]}x{gray.shape[0]})")
-    return gray
-
-
-def _shrink(gray: np.ndarray, factor: int) -> np.ndarray:
-    """Average factor x factor blocks (the last partial row/column of blocks is dropped)."""
-    if factor <= 1:
-        return gray
-    height, width = gray.shape
-    h, w = height // factor, width // factor
-    # Exact integer ratios take OpenCV's fast area path (~20x faster than a fractional one).
-    return cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
-
-
-def _flatten_background(gray: np.ndarray) -> np.ndarray:
-    """Divide out the paper brightness (coarse max filter) -> (H, W) uint8 with paper ~255."""
-    height, width = gray.shape
-    small = _shrink(gray, 8)
-    # Lines are thin, so the brightest cell in a 5x5 neighbourhood of 8x8-pixel cells is paper.
-    background = cv2.dilate(small, np.ones((5, 5), np.uint8))
-    background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
-    return cv2.divide(gray, np.maximum(background, 1), scale=255)
-
-
-def _component_boxes(ink: np.ndarray) -> np.ndarray:
-    """(n, 4) int64 x, y, w, h bounding boxes of the 8-connected components of a 0/1 uint8 mask.
-
-    Outer contours give the same boxes as connectedComponentsWithStats at half its cost; RETR_CCOMP
-    keeps components lying inside the holes of others (text inside a trace loop).
-    """
-    contours, hierarchy = cv2.findContours(ink, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return np.zeros((0, 4), np.int64)
-    outer = hierarchy[0][:, 3] < 0
-    boxes = [cv2.boundingRect(c) for c, keep in zip(contours, outer, strict=True) if keep]
-    return np.asarray(boxes, np.int64).reshape(-1, 4)
-
-
 def _analyse(gray: np.ndarray) -> _Layout:
     """Trace-area box, trace-row count and grid strength of a (H, W) uint8 page."""
-    factor = max(1, round(gray.shape[1] / _WORK_WIDTH))
-    work = _shrink(gray, factor)
-    flat = _flatten_background(work)
-    ink = (flat < _INK_LEVEL).view(np.uint8)
-    boxes = _component_boxes(ink)
+    factor = max(1, round(gray.shape[1] / WORK_WIDTH))
+    work = shrink(gray, factor)
+    flat = flatten_background(work)
+    ink = (flat < INK_LEVEL).view(np.uint8)
+    boxes = component_boxes(ink)
 
-    pulses, rows = _find_pulses(boxes, ink)
+    pulses, rows = find_pulses(boxes, ink)
     box = None
     method = "pulses"
     if rows >= 2:
@@ -705,120 +662,15 @@ def _analyse(gray: np.ndarray) -> _Layout:
         header_limit = int(first[1]) + pulse_h // 2
         # Footer text starts below the last row's baseline (= bottom of its pulse).
         footer_limit = int(last[1] + last[3]) + 1
-        box = _box_between_text(boxes, ink, header_limit, footer_limit)
+        box = box_between_text(boxes, ink, header_limit, footer_limit)
     if box is None:
         box = _box_from_traces(boxes, ink)
         method = "traces"
     if box is None or not _plausible(box, work.shape):
         box = _fraction_box(work.shape)
         method = "fallback"
-    grid = _grid_strength(flat, box)
+    grid = grid_strength(flat, box)
     return _Layout(_to_original(box, factor, work.shape, gray.shape), method, rows, grid)
-
-
-def _find_pulses(boxes: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, int]:
-    """Calibration-pulse boxes ((n, 4) x, y, w, h sorted by y) and the number of trace rows they mark.
-
-    A pulse is a narrow outline (ink fills < 60 % of its box) about 10 mm tall and 2-5 mm wide in
-    the left fifth of the page; all pulses share one column and one height, which rejects letters
-    and trace fragments. On crowded pages two or three pulses of adjacent rows touch; such a stack
-    in the same column counts as round(height / pulse height) rows.
-    """
-    height, width = ink.shape
-    x, y, w, h = boxes.T
-    shape_ok = (x < 0.2 * width) & (w >= 0.006 * width) & (w <= 0.045 * width) & (h >= 1.3 * w)
-    cand = boxes[shape_ok & (h >= 0.025 * height) & (h <= 0.3 * height)]
-    fill = np.array([cv2.countNonZero(ink[b[1] : b[1] + b[3], b[0] : b[0] + b[2]]) for b in cand]).reshape(-1)
-    cand = cand[fill <= 0.6 * cand[:, 2] * cand[:, 3]]
-    single = cand[cand[:, 3] <= 0.09 * height]
-    if len(single) < 2:
-        return cand[:0], 0
-    cx, ch = single[:, 0], single[:, 3]
-    same_col = np.abs(cx[:, None] - cx[None, :]) <= 0.01 * width
-    same_h = np.abs(ch[:, None] - ch[None, :]) <= 0.2 * ch[:, None]
-    best = int(np.argmax((same_col & same_h).sum(axis=1)))
-    group = single[same_col[best] & same_h[best]]
-    pulse_h = float(np.median(group[:, 3]))
-    stacked = cand[
-        (np.abs(cand[:, 0] - single[best, 0]) <= 0.01 * width)
-        & (cand[:, 3] >= 1.6 * pulse_h)
-        & (cand[:, 3] <= 3.5 * pulse_h)
-    ]
-    rows = len(group) + int(sum(round(b[3] / pulse_h) for b in stacked))
-    group = np.concatenate([group, stacked])
-    return group[np.argsort(group[:, 1])], rows
-
-
-def _text_lines(boxes: np.ndarray, shape: tuple[int, int], where: np.ndarray) -> np.ndarray:
-    """Boolean mask: boxes (among ``where``) that are glyphs of a text line (>= 3 side by side)."""
-    height, width = shape
-    x, y, w, h = boxes.T
-    idx = np.flatnonzero(where & (h <= 0.04 * height) & (w <= 0.08 * width) & (w * h >= 2))
-    if len(idx) > _MAX_GLYPHS:
-        # A speckled photo: keep the largest blobs (glyphs) and drop the smallest (noise) so the
-        # pairwise comparison below stays bounded.
-        idx = idx[np.argsort(-(w * h)[idx], kind="stable")[:_MAX_GLYPHS]]
-    mask = np.zeros(len(boxes), bool)
-    top, bot, hh, xx = y[idx], y[idx] + h[idx], h[idx], x[idx]
-    for start in range(0, len(idx), 512):  # chunks keep the pairwise matrices small
-        part = slice(start, start + 512)
-        overlap = np.minimum(bot[part, None], bot[None, :]) - np.maximum(top[part, None], top[None, :])
-        same_line = overlap >= 0.5 * np.minimum(hh[part, None], hh[None, :])
-        # Glyphs of one line are close together; isolated trace fragments are not.
-        near = np.abs(xx[part, None] - xx[None, :]) <= 0.06 * width
-        mask[idx[part]] = (same_line & near).sum(axis=1) >= 3  # itself + 2 neighbours
-    return mask
-
-
-def _box_between_text(
-    boxes: np.ndarray, ink: np.ndarray, header_limit: int, footer_limit: int
-) -> tuple[int, int, int, int] | None:
-    """Box between the header and the footer text, across all ink in between (working pixels).
-
-    Header = text lines and long rules ending at or above row header_limit; footer = text lines
-    starting at or below row footer_limit. Returns (x0, y0, x1, y1) or None.
-    """
-    height, width = ink.shape
-    x, y, w, h = boxes.T
-    rules = (w >= 0.4 * width) & (h <= 0.02 * height)
-    header = (_text_lines(boxes, ink.shape, y + h <= header_limit) | rules) & (y + h <= header_limit)
-    footer = _text_lines(boxes, ink.shape, y >= footer_limit)
-    if header.any():
-        header |= _hanging_fragments(boxes, header, ink.shape, header_limit)
-    margin = max(2, round(0.004 * height))
-    top = int((y + h)[header].max()) + margin if header.any() else 0
-    bottom = int(y[footer].min()) - margin if footer.any() else height
-    if bottom - top < 2:
-        return None
-    # Columns holding ink between header and footer; >= 2 pixels ignores single specks of noise.
-    counts = cv2.reduce(ink[top:bottom], 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
-    cols = np.flatnonzero(counts >= 2)
-    if len(cols) == 0:
-        return None
-    x_margin = round(0.01 * width)
-    return max(0, int(cols[0]) - x_margin), top, min(width, int(cols[-1]) + 1 + x_margin), bottom
-
-
-def _hanging_fragments(
-    boxes: np.ndarray, header: np.ndarray, shape: tuple[int, int], header_limit: int
-) -> np.ndarray:
-    """Small pieces just below the last header line (descenders cut off where the grid overprints
-    the text), as a boolean mask: they are text too and must stay out of the crop."""
-    height, width = shape
-    x, y, w, h = boxes.T
-    bottom = int((y + h)[header].max())
-    last = header & (y + h >= bottom - 0.02 * height)
-    line_x0, line_x1 = int(x[last].min()), int((x + w)[last].max())
-    return (
-        ~header
-        & (h <= 0.02 * height)
-        & (w <= 0.03 * width)
-        & (y >= bottom - 0.02 * height)
-        & (y <= bottom + 0.005 * height)
-        & (y + h <= header_limit)
-        & (x >= line_x0)
-        & (x + w <= line_x1)
-    )
 
 
 def _box_from_traces(boxes: np.ndarray, ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -828,7 +680,7 @@ def _box_from_traces(boxes: np.ndarray, ink: np.ndarray) -> tuple[int, int, int,
     traces = (w >= 0.2 * width) & (h >= 0.02 * height)
     if not traces.any():
         return None
-    return _box_between_text(boxes, ink, int(y[traces].min()), int((y + h)[traces].max()) + 1)
+    return box_between_text(boxes, ink, int(y[traces].min()), int((y + h)[traces].max()) + 1)
 
 
 def _plausible(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
@@ -841,29 +693,6 @@ def _fraction_box(shape: tuple[int, int]) -> tuple[int, int, int, int]:
     height, width = shape
     fx0, fy0, fx1, fy1 = _FALLBACK_BOX
     return round(fx0 * width), round(fy0 * height), round(fx1 * width), round(fy1 * height)
-
-
-def _grid_strength(flat: np.ndarray, box: tuple[int, int, int, int]) -> float:
-    """How strongly the paper of the box is ruled, in gray levels (0 = plain paper).
-
-    Paper pixels (ink and its anti-aliased edges masked out) are averaged per column and per row;
-    grid lines make these profiles ripple, plain paper keeps them flat. Averaging hundreds of pixels
-    cancels sensor and JPEG noise, which a per-pixel count of "faint" pixels would mistake for grid.
-    Returns the median absolute deviation of both profiles from their 9-pixel moving average.
-    """
-    x0, y0, x1, y1 = box
-    region = flat[y0:y1, x0:x1]
-    if min(region.shape) < 20:
-        return 0.0
-    paper = (cv2.dilate((region < _INK_LEVEL).view(np.uint8), np.ones((3, 3), np.uint8)) == 0).view(np.uint8)
-    values = region.astype(np.float32) * paper
-    ripples = []
-    for axis in (0, 1):
-        count = paper.sum(axis=axis, dtype=np.float32)
-        profile = values.sum(axis=axis) / np.maximum(count, 1.0)
-        smooth = np.convolve(profile, np.ones(9, np.float32) / 9.0, mode="same")
-        ripples.append(float(np.median(np.abs(profile - smooth)[5:-5])))
-    return float(np.mean(ripples))
 
 
 def _to_original(
@@ -922,9 +751,9 @@ class Page:
 def load_page(source: Any, spec: PreprocessSpec | None = None) -> Page:
     """Decode ``source`` (anything ``decode_image`` takes) at working scale.
 
-    Every later step analyses the page at about ``_WORK_WIDTH`` pixels wide and the model sees at
+    Every later step analyses the page at about ``WORK_WIDTH`` pixels wide and the model sees at
     most a few hundred, so an upload at least twice that wide (a 2213x1572 scan) is reduced by the
-    largest power of two (2, 4, 8) that keeps it at least ``_WORK_WIDTH`` wide: JPEGs are decoded
+    largest power of two (2, 4, 8) that keeps it at least ``WORK_WIDTH`` wide: JPEGs are decoded
     reduced by libjpeg itself (several times faster than a full decode), other inputs are shrunk
     with INTER_AREA. Training pages (50%-scale PNGs, 1106 px wide) are used as they are, so a
     full-resolution upload reaches the model at the scale the model was trained on.
@@ -949,9 +778,9 @@ def load_page(source: Any, spec: PreprocessSpec | None = None) -> Page:
 
 
 def _reduction_factor(width: int) -> int:
-    """Largest of 1, 2, 4, 8 that keeps ``width / factor >= _WORK_WIDTH``."""
+    """Largest of 1, 2, 4, 8 that keeps ``width / factor >= WORK_WIDTH``."""
     factor = 1
-    while factor < 8 and width / (factor * 2) >= _WORK_WIDTH:
+    while factor < 8 and width / (factor * 2) >= WORK_WIDTH:
         factor *= 2
     return factor
 
@@ -1089,7 +918,7 @@ def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return np.ascontiguousarray(image)
     factor = min(h // height, w // width)
     if factor >= 2:
-        image = _shrink(image, factor)
+        image = shrink(image, factor)
         h, w = image.shape
         if (h, w) == (height, width):
             return image

@@ -3,7 +3,7 @@
 
 One picture in (its bytes, base64 in the JSON message), one CSV row out: the same prediction and the
 same row as a local `ecgdx predict` (``ecgdx.batch.worker_answer``: ``Predictor.predict_many``, then
-``ecgdx.predict.prediction_row`` and ``csv_cells``), with the worker's model. The row goes back through the result backend
+``ecgdx.prediction_table.prediction_row`` and ``csv_cells``), with the worker's model. The row goes back through the result backend
 (CELERY_RESULT_BACKEND); nothing is written to the database or the picture storage: archive batches
 are not users' analyses.
 """

@@ -16,13 +16,14 @@ code: inference goes through ONNX and never imports ``ecgdx.models``.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+# The model modules register themselves (ecgdx.models.registry) when imported.
+from ecgdx.models import ecg_pagenet, efficientnet_lite, seed_cnn, torchvision_models  # noqa: F401
+from ecgdx.models.registry import create_model, list_models, register_model
 
 __all__ = [
     "count_parameters",
@@ -32,79 +33,6 @@ __all__ = [
     "model_info",
     "register_model",
 ]
-
-_MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
-
-# Kwargs that only say how the weights were initialised, not what the architecture is. They are
-# recorded on the module as provenance (``pretrained_source``) but reset to None in
-# ``ecgdx_config``: a checkpoint's own state_dict supersedes them, and rebuilding from a config must
-# not depend on a weights file that may not exist on the machine that loads the checkpoint.
-_INIT_ONLY_KWARGS: tuple[str, ...] = ("pretrained",)
-
-# Every factory must accept these, so training code can build any model the same way.
-_REQUIRED_KWARGS: tuple[str, ...] = ("num_classes", "in_chans")
-
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a factory under ``name``.
-
-    The wrapped factory stamps ``model.ecgdx_config = {"name": name, "kwargs": {...}}`` (every
-    argument, defaults included, so the config stays valid if a default changes later) and
-    ``model.pretrained_source`` (None unless the factory set it). Doing this here rather than in
-    each factory keeps the bookkeeping identical for all models.
-    """
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODEL_FACTORIES:
-            raise ValueError(f"model name {name!r} is already registered")
-        signature = inspect.signature(fn)
-        missing = [k for k in _REQUIRED_KWARGS if k not in signature.parameters]
-        if missing:
-            raise TypeError(f"factory for {name!r} must accept {', '.join(missing)}")
-
-        @functools.wraps(fn)
-        def factory(**kwargs: Any) -> nn.Module:
-            try:
-                bound = signature.bind(**kwargs)
-            except TypeError as exc:
-                raise TypeError(f"bad arguments for model {name!r}: {exc}") from None
-            bound.apply_defaults()
-            model = fn(*bound.args, **bound.kwargs)
-            config_kwargs = dict(bound.arguments)
-            for key in _INIT_ONLY_KWARGS:
-                if key in config_kwargs:
-                    config_kwargs[key] = None
-            model.ecgdx_config = {"name": name, "kwargs": config_kwargs}
-            if not hasattr(model, "pretrained_source"):
-                model.pretrained_source = None
-            return model
-
-        _MODEL_FACTORIES[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(_MODEL_FACTORIES)
-
-
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name.
-
-    ``create_model(**model.ecgdx_config)`` also works: a ``kwargs`` mapping is unpacked into the
-    factory's arguments (explicit keyword arguments win), so a checkpoint's stored config rebuilds
-    the model without special casing. Unknown names raise ValueError listing the known ones.
-    """
-    if name not in _MODEL_FACTORIES:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    nested = kwargs.pop("kwargs", None)
-    if nested is not None:
-        if not isinstance(nested, Mapping):
-            raise TypeError(f"'kwargs' must be a mapping, got {type(nested).__name__}")
-        kwargs = {**nested, **kwargs}
-    return _MODEL_FACTORIES[name](**kwargs)
 
 
 def _is_bn_statistic(buffer_name: str) -> bool:
@@ -190,6 +118,3 @@ def model_info(model: nn.Module, input_size: tuple[int, ...] | None = None) -> d
         info["macs"] = estimate_macs(model, input_size)
     return info
 
-
-# Model modules register themselves on import; they need register_model defined above first.
-from ecgdx.models import ecg_pagenet, efficientnet_lite, seed_cnn, torchvision_models  # noqa: E402, F401, I001

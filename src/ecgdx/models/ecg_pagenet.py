@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgdx.labels import NUM_CLASSES
-from ecgdx.models import register_model
+from ecgdx.models.registry import register_model
 
 __all__ = ["EcgPageNet", "GridPool", "ecg_pagenet"]
 

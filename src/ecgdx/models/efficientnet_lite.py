@@ -39,7 +39,7 @@ from torch import nn
 
 from ecgdx.errors import ModelError
 from ecgdx.labels import NUM_CLASSES
-from ecgdx.models import register_model
+from ecgdx.models.registry import register_model
 from ecgdx.models.torchvision_models import read_state_dict
 
 __all__ = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_pytorch_to_timm",

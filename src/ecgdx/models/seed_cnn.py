@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ecgdx.labels import NUM_CLASSES
-from ecgdx.models import register_model
+from ecgdx.models.registry import register_model
 
 __all__ = ["SeedCNN", "seed_cnn"]
 

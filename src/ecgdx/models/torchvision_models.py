@@ -30,7 +30,7 @@ from torch import nn
 
 from ecgdx.errors import ModelError
 from ecgdx.labels import NUM_CLASSES
-from ecgdx.models import register_model
+from ecgdx.models.registry import register_model
 
 __all__ = ["adapt_stem_weight", "load_pretrained", "mobilenetv2", "read_state_dict", "resnet50"]
 
