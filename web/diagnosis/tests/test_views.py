@@ -303,3 +303,21 @@ def test_malformed_multipart_is_a_400_page(alice_client):
     response = alice_client.generic("POST", reverse("diagnosis:upload"), b"abc",
                                     content_type="multipart/form-data")  # no boundary
     assert response.status_code in (400, 403) and b"Traceback" not in response.content
+
+
+def test_history_and_result_pages_of_unfinished_analyses(alice, alice_client):
+    """Queued and running analyses are listed with their state, and their page shows the progress."""
+    queued = Analysis.objects.create(owner=alice, upload_sha256="0" * 64, upload_bytes=1, upload_type="png")
+    running = Analysis.objects.create(owner=alice, upload_sha256="1" * 64, upload_bytes=1, upload_type="png",
+                                      status="running", stage="digitising the leads", progress=60, attempts=1)
+    history = alice_client.get(reverse("diagnosis:history")).content.decode()
+    assert 'data-status="queued"' in history and "Waiting" in history
+    assert 'data-status="running"' in history and "60%" in history
+    page = alice_client.get(reverse("diagnosis:result", args=[running.pk])).content.decode()
+    assert 'id="analysis-progress"' in page and 'value="60"' in page and "Digitising the leads" in page
+    assert "progress.js" in page and "<script>" not in page  # no inline script (CSP)
+    page = alice_client.get(reverse("diagnosis:result", args=[queued.pk])).content.decode()
+    assert "Waiting for a worker" in page and 'id="predicted-label"' not in page
+    state = alice_client.get(reverse("diagnosis:status", args=[running.pk])).json()
+    assert state == {"status": "running", "stage": "digitising the leads", "progress": 60, "failure": ""}
+    assert alice_client.get(reverse("diagnosis:report", args=[running.pk])).status_code == 404
