@@ -331,3 +331,22 @@ def test_a_t_wave_running_into_the_next_p_wave_makes_qt_uncertain():
     assert m.qt_ms is not None and m.flags["qt_ms"] == "uncertain"
     assert "next beat's P wave" in m.flag_reasons["qt_ms"]
     assert m.qrs_ms == pytest.approx(80, abs=10)
+
+
+def test_an_interval_cut_by_the_strip_edge_does_not_make_a_regular_rhythm_irregular():
+    """Normal (230) of the dev set: RR 580, then ten of ~850 ms; the 580 is a beat cut by the strip's start."""
+    from ecgdx.measure import Measurements, _rate
+
+    fs = 500.0
+    rr_ms = [580, 854, 846, 850, 854, 848, 856, 860, 850, 868, 862]
+    peaks = np.concatenate([[100], 100 + np.cumsum(np.asarray(rr_ms) * fs / 1000.0)]).astype(int)
+    result = Measurements()
+    _rate(result, peaks, fs)
+    assert result.rr_sdnn_ms < 10 and "1 RR interval(s) at the ends" in result.reasons["rr_edges"]
+    assert result.heart_rate_bpm == pytest.approx(60000 / np.mean(rr_ms), abs=0.5)  # the rate keeps every beat
+    # A truly irregular rhythm keeps its variability: only the ends are looked at, at most 2 each.
+    irregular = [610, 980, 720, 1150, 640, 890, 1020, 700, 930]
+    peaks = np.concatenate([[100], 100 + np.cumsum(np.asarray(irregular) * fs / 1000.0)]).astype(int)
+    result = Measurements()
+    _rate(result, peaks, fs)
+    assert result.rr_sdnn_ms > 150
