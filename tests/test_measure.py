@@ -350,3 +350,17 @@ def test_an_interval_cut_by_the_strip_edge_does_not_make_a_regular_rhythm_irregu
     result = Measurements()
     _rate(result, peaks, fs)
     assert result.rr_sdnn_ms > 150
+
+
+def test_the_r_peaks_measure_used_are_kept_on_the_record_time_axis():
+    """Measurements.r_peaks are the beats of the rate (so Q waves are measured at the same beats), at the
+    R waves of the signal as given, also when the rhythm signal is a strip shorter than the record."""
+    x = simulated(72)
+    padded = np.concatenate([np.full(500, np.nan), x[:4000]])  # the lead starts 1 s into the record
+    m = measure({"II": padded}, FS)
+    assert len(m.r_peaks) == m.beats >= 8
+    assert 60.0 / np.mean(np.diff(m.r_peaks) / FS) == pytest.approx(m.heart_rate_bpm, abs=0.1)
+    truth = r_peaks(x[:4000]) + 500
+    nearest = [min(abs(p - t) for t in truth) for p in m.r_peaks]
+    assert max(nearest) <= 10  # within 20 ms of an R wave found on the original signal
+    assert m.to_dict()["r_peaks"] == m.r_peaks

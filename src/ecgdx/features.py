@@ -41,7 +41,7 @@ def _number(value: Any) -> float:
 
 def page_features(ecg: Any) -> dict[str, float]:
     """Feature dict (keys ``FEATURE_NAMES``, in that order) of one digitised page."""
-    from ecgdx.findings import measure_q_waves, r_peaks
+    from ecgdx.findings import measure_q_waves
     from ecgdx.measure import measure
 
     values = measure(ecg, ecg.fs)
@@ -54,7 +54,7 @@ def page_features(ecg: Any) -> dict[str, float]:
     st = values.st_mv or {}
     leads = ecg.leads_dict()
     try:
-        q_waves = measure_q_waves(leads, ecg.fs, r_peaks(leads, ecg.fs))
+        q_waves = measure_q_waves(leads, ecg.fs, values.r_peaks)
     except Exception:  # a page whose beats cannot be found still has its other features
         q_waves = {}
     for i, lead in enumerate(LEADS):

@@ -451,8 +451,9 @@ def _one_q(x: np.ndarray, fs: float, peak: int) -> tuple[float, float, float] | 
 
 
 def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
-    """R-peak sample indices on the record's time axis, found as ``ecgdx.measure`` finds its beats
-    (neurokit2 on the rhythm strip, else the longest lead); empty when none are found."""
+    """R-peak sample indices on the record's time axis from neurokit2 on the rhythm signal ``ecgdx.measure``
+    uses; empty when none are found. Code that has run ``measure`` uses its ``Measurements.r_peaks``
+    instead (the same beats, refined and with missed ones searched back, and no second detection)."""
     import warnings
 
     from ecgdx import measure as _measure

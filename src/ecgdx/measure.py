@@ -112,6 +112,8 @@ class Measurements:
     """Measured values (None = not measurable; see ``reasons``). Units in the field names.
 
     st_mv: lead -> ST level (mV) or None. beats: R peaks found in the rhythm signal.
+    r_peaks: their sample indices on the record's time axis (refined, missed beats searched back):
+    the beats every other measurement (Q waves in ``ecgdx.findings``) should use.
     rhythm_source: which signal gave rate, RR and intervals ('rhythm' = the strip, or a lead name).
     reasons: field name (or 'st:<lead>') -> why it is None.
     flags: scalar field name -> FLAG_OK, FLAG_UNCERTAIN, FLAG_IMPLAUSIBLE or FLAG_UNMEASURED.
@@ -130,6 +132,7 @@ class Measurements:
     axis_deg: float | None = None
     st_mv: dict[str, float | None] = field(default_factory=dict)
     beats: int = 0
+    r_peaks: list[int] = field(default_factory=list)
     rhythm_source: str | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)
@@ -201,6 +204,7 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
         return _finish(result)
     peaks = _search_back(cleaned, _refine_peaks(cleaned, peaks, fs), fs)
     result.beats = int(len(peaks))
+    result.r_peaks = [int(p) + int(offset) for p in peaks]
     _rate(result, peaks, fs)
     delineation = _delineate(leads, source, peaks + offset, fs, result)
     _intervals(result, delineation, peaks, fs)

@@ -248,12 +248,12 @@ def run_digitize(args: argparse.Namespace) -> int:
     name = args.name or _record_name(args.image)
     written = result.save(args.out, args.format, name=name)
     if args.measure:
-        from ecgdx.findings import assess, measure_q_waves, r_peaks
+        from ecgdx.findings import assess, measure_q_waves
         from ecgdx.measure import measure
 
         values = measure(result, result.fs)
         leads = result.leads_dict()
-        q_waves = measure_q_waves(leads, result.fs, r_peaks(leads, result.fs))
+        q_waves = measure_q_waves(leads, result.fs, values.r_peaks)  # the beats measure found
         measurements = values.to_dict()
         measurements["rhythm_source"] = result.source_name(values.rhythm_source)
         measurements["q_waves"] = {lead: None if q is None else q.to_dict() for lead, q in q_waves.items()}

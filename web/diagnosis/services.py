@@ -727,7 +727,7 @@ def _digitize(data: bytes):
 
         result = digitize(data)
         values = measure(result, result.fs)
-        q_waves = _q_waves(result)
+        q_waves = _q_waves(result, values.r_peaks)
     except EcgdxError as exc:
         row.status, row.error = "failed", _sentence(str(exc))
     except ImportError as exc:  # the [signal] extra is missing on this server
@@ -749,13 +749,12 @@ def _digitize(data: bytes):
     return row
 
 
-def _q_waves(result) -> dict:
-    """Lead -> Q-wave measurement dict (or None) of a digitised page, for the Q-wave criterion."""
-    from ecgdx.findings import measure_q_waves, r_peaks
+def _q_waves(result, peaks: list[int]) -> dict:
+    """Lead -> Q-wave measurement dict (or None) of a digitised page, at the beats ``measure`` found."""
+    from ecgdx.findings import measure_q_waves
 
     leads = result.leads_dict()
-    return {lead: None if q is None else q.to_dict()
-            for lead, q in measure_q_waves(leads, result.fs, r_peaks(leads, result.fs)).items()}
+    return {lead: None if q is None else q.to_dict() for lead, q in measure_q_waves(leads, result.fs, peaks).items()}
 
 
 # ----------------------------------------------------------------------------------------- findings
