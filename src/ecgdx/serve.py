@@ -78,31 +78,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.set_defaults(func=worker_command)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected 1..65535, got {value}")
-    return value
+def _whole_number(low: int, high: int, what: str = ""):
+    """An argparse type: a whole number in low..high, with a message that says what was wrong."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}..{high}{what}, got {value}")
+        return value
+    return parse
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"expected 0..64, got {value}")
-    return value
-
-
-def _threads(text: str) -> int:
-    value = _port(text)
-    if value > 64:
-        raise argparse.ArgumentTypeError(f"expected 1..64 threads, got {value}")
-    return value
+_port = _whole_number(1, 65535)
+_threads = _whole_number(1, 64, " threads")
+_workers = _whole_number(0, 64)
 
 
 def web_dir() -> Path:

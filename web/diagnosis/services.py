@@ -378,7 +378,11 @@ def _analyse(analysis: Analysis, attempt: int) -> str | None:
     if data is None:
         raise UploadRejected("The uploaded picture is no longer stored, so it could not be analysed.",
                              code="picture_missing", status=410)
-    gray, kind = _decode_stored(data, analysis.upload_type)
+    kind = analysis.upload_type
+    try:
+        gray = _decode_stored(data)
+    except InvalidImageError as exc:
+        raise UploadRejected(_sentence(str(exc)), code="invalid_image", status=400) from None
     try:
         result = _predict(gray, explain=False)
     except UploadRejected as exc:
@@ -439,14 +443,12 @@ def _analyse(analysis: Analysis, attempt: int) -> str | None:
     return "done"
 
 
-def _decode_stored(data: bytes, kind: str):
+def _decode_stored(data: bytes):
+    """The stored copy of an upload as a gray page. It may be a PNG with the header blanked, larger in
+    bytes than the upload, so only the pixel limit applies."""
     from ecgdx.preprocessing import decode_image
 
-    try:
-        gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
-    except InvalidImageError as exc:
-        raise UploadRejected(_sentence(str(exc)), code="invalid_image", status=400) from None
-    return gray, kind
+    return decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
 
 
 def _explain(result: WebPrediction, gray) -> WebPrediction | None:
@@ -651,10 +653,7 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
             data = _stored_upload(analysis)
             if data is None:
                 return False
-            from ecgdx.preprocessing import decode_image
-
-            # The stored copy may be a PNG with the header blanked, larger in bytes than the upload.
-            gray = decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
+            gray = _decode_stored(data)
             # Explain the stored verdict, not whatever the model would decide on the stored copy now.
             result = get_predictor().predict(gray, explain=True, explain_class=analysis.label or None)
     except EcgdxError as exc:

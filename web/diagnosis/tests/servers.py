@@ -7,9 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+WEB_DIR = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -77,3 +81,11 @@ def multipart(field: str, filename: str, content: bytes, content_type: str = "im
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
             f"Content-Type: {content_type}\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """Run ``web/manage.py ARGS`` in ``env``; fail the test with its stderr unless it succeeds. Its stdout."""
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=WEB_DIR, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

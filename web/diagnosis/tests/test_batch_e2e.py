@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from diagnosis.tests.realservices import redis_available, redis_server
-from diagnosis.tests.servers import clean_env
+from diagnosis.tests.servers import clean_env, manage
 
 WEB = Path(__file__).resolve().parents[2]
 ROOT = WEB.parent
@@ -74,9 +74,7 @@ def worker_and_redis(tmp_path):
     with redis_server(tmp_path) as redis:
         env = clean_env(ECGDX_BROKER_URL=redis.url, DJANGO_SETTINGS_MODULE="ecgdx_web.settings.local",
                         ECGDX_WEB_DATA_DIR=str(data), DEBUG="0")
-        migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=WEB, env=env,
-                                 capture_output=True, text=True, timeout=300)
-        assert migrate.returncode == 0, migrate.stderr
+        manage(env, "migrate", "--noinput", "-v", "0")
         log = tmp_path / "worker.log"
         proc = subprocess.Popen([sys.executable, "-m", "ecgdx", "worker", "--concurrency", "1", "--nice", "0"],
                                 cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from diagnosis.tests import helpers
-from diagnosis.tests.servers import clean_env, fetch, free_port, multipart, running
+from diagnosis.tests.servers import clean_env, fetch, free_port, manage, multipart, running
 
 WEB = Path(__file__).resolve().parents[2]
 KEY = "f4ult-" + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ" * 2
@@ -33,13 +33,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
                      SECURE_PROXY_SSL_HEADER="1", ECGDX_UPLOAD_RATE_LIMIT="0", **extra)
 
 
-def _manage(env: dict, *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=WEB, env=env, capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def _django(env: dict, code: str) -> str:
     result = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code], cwd=WEB,
                             env=dict(env, PYTHONPATH=str(WEB)), capture_output=True, text=True, timeout=120)
@@ -49,8 +42,8 @@ def _django(env: dict, code: str) -> str:
 
 def _prepared(env: dict) -> str:
     """Migrated database with one user; returns that user's API token."""
-    _manage(env, "migrate", "--noinput", "-v", "0")
-    _manage(env, "collectstatic", "--noinput", "-v", "0")
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "collectstatic", "--noinput", "-v", "0")
     return _django(env, "from django.contrib.auth.models import User; from diagnosis.api_tokens import api_token_create; "
                         "print(api_token_create(user=User.objects.create_user('f', password='pw-fault-123'), "
                         "replace_existing=False).token)")
@@ -79,7 +72,7 @@ def _assert_clean_503(status: int, body: bytes) -> None:
 def test_database_unavailable_gives_503_everywhere(tmp_path, tiny_model):
     # A PostgreSQL server that is not there (port 9: discard, nothing listens).
     env = _env(tmp_path, DATABASE_URL="postgres://ecgdx:pw@127.0.0.1:9/ecgdx", ECGDX_MODEL_PATH=str(tiny_model))
-    _manage(env, "collectstatic", "--noinput", "-v", "0")
+    manage(env, "collectstatic", "--noinput", "-v", "0")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with running(_gunicorn(port, workers=1), url=f"{base}/api/v1/health", env=env):

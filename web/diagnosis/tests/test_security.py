@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 from diagnosis import api_tokens
 from diagnosis.models import Analysis
 from diagnosis.tests import helpers
-from diagnosis.tests.servers import clean_env, fetch, free_port, multipart, running
+from diagnosis.tests.servers import clean_env, fetch, free_port, manage, multipart, running
 from ecgdx import serve
 from ecgdx.errors import EcgdxError
 
@@ -71,13 +71,8 @@ def test_make_private_tightens_an_old_data_directory(tmp_path):
 
 
 def test_manage_py_migrate_makes_a_private_database(tmp_path):
-    import subprocess
-
     data = tmp_path / "fresh"
-    result = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                            cwd=Path(serve.__file__).resolve().parents[2] / "web", capture_output=True, text=True,
-                            env=clean_env(ECGDX_WEB_DATA_DIR=str(data)), timeout=180)
-    assert result.returncode == 0, result.stderr
+    manage(clean_env(ECGDX_WEB_DATA_DIR=str(data)), "migrate", "--noinput", "-v", "0")
     assert _mode(data) == 0o700 and _mode(data / "db.sqlite3") == 0o600 and _mode(data / "secret_key") == 0o600
 
 

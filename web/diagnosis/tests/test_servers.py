@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from diagnosis.tests import helpers
-from diagnosis.tests.servers import clean_env, fetch, free_port, multipart, running
+from diagnosis.tests.servers import clean_env, fetch, free_port, manage, multipart, running
 
 WEB = Path(__file__).resolve().parents[2]
 GOOD_KEY = "k3y-" + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ" * 2
@@ -55,10 +55,8 @@ def test_gunicorn_with_production_settings_and_whitenoise(tmp_path, tiny_model):
     env = clean_env(DJANGO_SETTINGS_MODULE="ecgdx_web.settings.production", SECRET_KEY=GOOD_KEY,
                     ALLOWED_HOSTS="127.0.0.1", ECGDX_WEB_DATA_DIR=str(tmp_path / "data"),
                     ECGDX_MODEL_PATH=str(tiny_model), SECURE_PROXY_SSL_HEADER="1")
-    for args in (["migrate", "--noinput", "-v", "0"], ["collectstatic", "--noinput", "-v", "0"]):
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=WEB, env=env, capture_output=True,
-                                text=True, timeout=180)
-        assert result.returncode == 0, result.stderr
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "collectstatic", "--noinput", "-v", "0")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     https = {"X-Forwarded-Proto": "https"}  # as the TLS-terminating proxy sends it

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from diagnosis.tests.realservices import postgres_available, postgres_server, redis_available, redis_server
-from diagnosis.tests.servers import clean_env, fetch, free_port, multipart, running
+from diagnosis.tests.servers import clean_env, fetch, free_port, manage, multipart, running
 
 WEB = Path(__file__).resolve().parents[2]
 ROOT = WEB.parent
@@ -211,10 +211,8 @@ def stack(tmp_path_factory):
             DJANGO_SETTINGS_MODULE="ecgdx_web.settings.production", SECRET_KEY=GOOD_KEY,
             ALLOWED_HOSTS="127.0.0.1,localhost", SECURE_SSL_REDIRECT="0", ECGDX_WEB_DATA_DIR=str(data_dir),
             DATABASE_URL=pg.url, ECGDX_BROKER_URL=redis.url, LOG_LEVEL="INFO", **FAULT_SETTINGS)
-        for args in (["migrate", "--noinput", "-v", "0"], ["collectstatic", "--noinput", "-v", "0"]):
-            result = subprocess.run([sys.executable, "manage.py", *args], cwd=WEB, env=env, capture_output=True,
-                                    text=True, timeout=300)
-            assert result.returncode == 0, result.stderr
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "collectstatic", "--noinput", "-v", "0")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         cmd = [str(gunicorn), "--chdir", str(WEB), "--workers", "2", "--threads", "4", "--timeout", "120",
