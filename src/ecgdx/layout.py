@@ -333,10 +333,14 @@ def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
     for box in pulses:
         rows.extend(_split_pulse(box, work, single_h))
     rows.sort(key=lambda r: r.baseline)
-    # Drop duplicates (a foot seen twice) closer than 2 mm.
+    # Two feet closer than half a pulse height (5 mm) are one row: printed rows are >= 20 mm apart.
+    # Keep the one whose pulse is the likelier: resolved, then nearest the typical height. (A blurred,
+    # JPEG-compressed photo can show a second, false foot line a few mm above the true one.)
     unique: list[_Row] = []
     for row in rows:
-        if unique and row.baseline - unique[-1].baseline < 0.2 * single_h:
+        if unique and row.baseline - unique[-1].baseline < 0.5 * single_h:
+            if (-row.quality, abs(row.height - single_h)) < (-unique[-1].quality, abs(unique[-1].height - single_h)):
+                unique[-1] = row
             continue
         unique.append(row)
     first, last = pulses[0], pulses[-1]
