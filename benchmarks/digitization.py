@@ -1,11 +1,11 @@
-"""Round-trip accuracy of ``ecgdx.digitize``: render known signals as pages, read them back.
+"""Round-trip accuracy of ``ecgdx.signals.digitize``: render known signals as pages, read them back.
 
     python benchmarks/digitization.py [--simulate 60] [--jobs 2] [--json out.json] [--markdown out.md]
 
 Records: the 50 real 12-lead CinC 2021 records of shared/data (500 Hz, 10 s) and --simulate N
 neurokit2 12-lead simulations (``method="multileads"``). Every record is band-limited like a printer
 (0.67 Hz high-pass, --lowpass Hz low-pass, default 40; the truth is the filtered signal) and drawn by
-``ecgdx.render`` in both layouts (3x4 on grid paper, 6x2 on plain paper, both with the rhythm strip)
+``ecgdx.signals.render`` in both layouts (3x4 on grid paper, 6x2 on plain paper, both with the rhythm strip)
 at 200 dpi, clean and with mild distortions (``Distortions.mild``: rotation <= 2 deg, blur, noise,
 uneven light, a crease at random, JPEG quality 50). Each page is digitised from memory.
 
@@ -14,12 +14,12 @@ Metrics per page:
   the true signal and y the digitised one, after the allowed vertical offset alignment (y shifted by
   the mean of x - y), on the time window each lead is printed (3x4: 2.5 s, 6x2: 5 s); samples the
   digitiser left empty count as 0 (as in the Challenge). The rhythm strip is scored on its 10 s.
-- Measurements (``ecgdx.measure``) on the digitised page vs a truth that does not use the measuring
+- Measurements (``ecgdx.signals.measure``) on the digitised page vs a truth that does not use the measuring
   code: PR, QRS and QT from neurokit2's peak-prominence delineation of the ORIGINAL record (each lead
   on its own, median over beats, then over leads; ``truth_intervals``), heart rate from a 12-lead
   slope peak detector (``truth_rate``). Targets: HR within 2 bpm, PR within 10 ms, QRS within 10 ms,
   QT within 20 ms; the share of pages where both gave a value, the bias, the share the page flagged
-  ``ok`` and ``ecgdx.measure`` on the original record (the error the page itself adds) come too.
+  ``ok`` and ``ecgdx.signals.measure`` on the original record (the error the page itself adds) come too.
 - Wall time of ``digitize`` per page (one process, one OpenCV thread).
 
 Pages the digitiser refuses (NotAnEcgError) are counted and left out of the SNR means.
@@ -64,7 +64,7 @@ def snr_db(truth: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def truth_rate(signals: np.ndarray, fs: float) -> float | None:
-    """Heart rate (bpm) of the original record from a detector built unlike ``ecgdx.measure``'s: the
+    """Heart rate (bpm) of the original record from a detector built unlike ``ecgdx.signals.measure``'s: the
     peaks of the summed absolute slope of all 12 leads, each lead scaled to its own 99th percentile
     and capped (so that spikes or noise in one lead cannot make beats on their own), >= 250 ms
     apart, above 40 % of the sum's 99th percentile and at least half the typical peak. A beat the
@@ -95,7 +95,7 @@ def _slope_peaks(slope: np.ndarray, fs: float) -> list[int]:
 
 
 def truth_intervals(signals: np.ndarray, fs: float) -> dict[str, float | None]:
-    """PR, QRS and QT (ms) of the ORIGINAL record by a method independent of ``ecgdx.measure``:
+    """PR, QRS and QT (ms) of the ORIGINAL record by a method independent of ``ecgdx.signals.measure``:
     neurokit2's peak-prominence delineation (Emrich et al. 2024) of every lead on its own, the median
     over beats, then the median over the leads that gave a value (at least 3 leads, else None)."""
     import warnings
@@ -129,7 +129,7 @@ def truth_intervals(signals: np.ndarray, fs: float) -> dict[str, float | None]:
 def reference(signals: np.ndarray, fs: float) -> dict[str, object]:
     """Truth (independent method) and the measuring code on the original record (no page)."""
     from ecgdx.labels import LEADS
-    from ecgdx.measure import measure
+    from ecgdx.signals.measure import measure
 
     truth = truth_intervals(signals, fs)
     truth["heart_rate_bpm"] = truth_rate(signals, fs)
@@ -140,7 +140,7 @@ def reference(signals: np.ndarray, fs: float) -> dict[str, object]:
 def run_record(task: tuple[str, str, list[tuple[str, str, int]], float]) -> list[dict]:
     """Load (or simulate) one record once, then render, digitise and score every (layout, variant)."""
     source, kind, pages, lowpass = task
-    from ecgdx.render import load_record, printer_filter, simulate_signals
+    from ecgdx.signals.render import load_record, printer_filter, simulate_signals
 
     if kind == "sim":
         original, fs = simulate_signals(int(source))[0], 500.0
@@ -153,11 +153,11 @@ def run_record(task: tuple[str, str, list[tuple[str, str, int]], float]) -> list
 
 def run_page(signals, fs, source, kind, layout, variant, seed, ref) -> dict:
     """Render, digitise and score one page against the record's reference measurements."""
-    from ecgdx.digitize import digitize
     from ecgdx.errors import NotAnEcgError
     from ecgdx.labels import LEADS
-    from ecgdx.measure import measure
-    from ecgdx.render import Distortions, render_page
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.measure import measure
+    from ecgdx.signals.render import Distortions, render_page
 
     rng = np.random.default_rng(seed)
     distortions = Distortions.mild(rng) if variant == "mild" else Distortions()
@@ -277,7 +277,7 @@ def markdown(summary: dict, args, seconds: float, n_cinc: int) -> str:
               "tolerance among the pages where both gave a value (that share of all pages in brackets); "
               "bias = median(page - truth); MAE; flagged ok = share of the measured pages whose value the "
               "page flagged 'ok', and the share of those within; same method = within the tolerance of "
-              "`ecgdx.measure` on the original record (the error the page adds).", "",
+              "`ecgdx.signals.measure` on the original record (the error the page adds).", "",
               "| group | metric | within | bias | MAE | flagged ok (within) | same method within |",
               "|---|---|---|---|---|---|---|"]
     units = {"heart_rate_bpm": ("HR", "bpm"), "pr_ms": ("PR", "ms"), "qrs_ms": ("QRS", "ms"), "qt_ms": ("QT", "ms")}

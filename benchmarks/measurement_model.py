@@ -3,7 +3,7 @@ cross-validated on the folds of an `ecgdx cv` run, alone and stacked with that r
 
     python benchmarks/measurement_model.py --cv-run runs/cv-efficientnet_lite0 --jobs 2
 
-1. Digitise every page of the run's folds.csv (``ecgdx.digitize``) and compute ``ecgdx.features``
+1. Digitise every page of the run's folds.csv (``ecgdx.signals.digitize``) and compute ``ecgdx.signals.features``
    (cached in RUN/features.npz; a rerun reads the cache).
 2. Out-of-fold predictions on the same folds: scikit-learn's HistGradientBoostingClassifier
    (balanced class weights, NaN handled natively) on the features; and a stack, the same booster on
@@ -28,8 +28,8 @@ from ecgdx.labels import CLASS_KEYS, TEMPLATES
 
 
 def _features_of(path: str) -> list[float]:
-    from ecgdx.digitize import digitize
-    from ecgdx.features import FEATURE_NAMES, page_features
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.features import FEATURE_NAMES, page_features
 
     try:
         values = page_features(digitize(path))

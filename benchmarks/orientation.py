@@ -4,10 +4,10 @@
         [--distortion KIND:LEVEL] [--no-timing] [--json out.json]
 
 Every ``--step``-th development PNG (labels.csv order) is turned counter-clockwise by 0, 90, 180 and
-270 degrees and ``ecgdx.orientation.detect_orientation`` must find the turn that puts it upright
+270 degrees and ``ecgdx.page.orientation.detect_orientation`` must find the turn that puts it upright
 (0 for the upright page: a false turn there is the costly error). Reported per turn and template,
 with the upright pages ``normalize_page`` changed at all (a clean scan must pass unchanged) and the
-milliseconds of ``detect_orientation``, of ``ecgdx.normalize.page_perspective`` (run on
+milliseconds of ``detect_orientation``, of ``ecgdx.page.normalize.page_perspective`` (run on
 the upright pages, where it must find nothing to correct) and of the whole ``normalize_page``.
 Timings are medians over the pages, one process, one thread. ``--distortion`` first distorts every
 page as ``benchmarks/robustness.py`` does (seeded per page), for the accuracy under photo-like damage.
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    from ecgdx.normalize import normalize_page, page_perspective
-    from ecgdx.orientation import detect_orientation
+    from ecgdx.page.normalize import normalize_page, page_perspective
+    from ecgdx.page.orientation import detect_orientation
 
     data = Path(args.data)
     if not (data / "labels.csv").is_file():

@@ -5,7 +5,7 @@
         [--markdown out.md]
 
 Every page of the split is distorted (seeded per page and distortion) and classified by the model
-(default: the bundled one) twice: with page normalisation (``ecgdx.normalize``, the default of
+(default: the bundled one) twice: with page normalisation (``ecgdx.page.normalize``, the default of
 ``Predictor``) and without. Macro-F1 and accuracy are computed over all pages with the quality gate
 bypassed (``force=True``), so every distortion is scored on the same pages; the gate's acceptance
 rate is reported beside them. Distortions and severities (pages are the 50 % scale, ~1106 px wide):

@@ -28,7 +28,7 @@ from ecgdx.explain import (  # noqa: E402
 from ecgdx.export import open_session  # noqa: E402
 from ecgdx.inference import Predictor, softmax  # noqa: E402
 from ecgdx.labels import LEADS, RHYTHM_STRIP  # noqa: E402
-from ecgdx.preprocessing import PreprocessSpec, preprocess_with_details  # noqa: E402
+from ecgdx.page.preprocessing import PreprocessSpec, preprocess_with_details  # noqa: E402
 
 SIZE = 64
 
@@ -97,7 +97,7 @@ def test_canonical_lead_boxes():
 
 
 def test_lead_regions_from_the_page_layout():
-    pytest.importorskip("ecgdx.layout")
+    pytest.importorskip("ecgdx.page.layout")
     gray = make_page("3x4_grid", seed=11).image
     spec = PreprocessSpec(height=96, width=128)
     _, details = preprocess_with_details(gray, spec)
@@ -115,11 +115,11 @@ def test_lead_regions_fall_back_to_the_grid_and_say_so(monkeypatch):
     gray = make_page("3x4_grid", seed=11).image
     spec = PreprocessSpec(height=96, width=96)
     _, details = preprocess_with_details(gray, spec)
-    monkeypatch.setitem(sys.modules, "ecgdx.layout", None)  # layout.py missing: import fails
+    monkeypatch.setitem(sys.modules, "ecgdx.page.layout", None)  # layout.py missing: import fails
     regions = lead_regions(spec, details, gray)
     assert regions.method == "grid" and not regions.boxes and "grid" in regions.note
     blank = np.full((786, 1106), 250, np.uint8)
-    monkeypatch.delitem(sys.modules, "ecgdx.layout")
+    monkeypatch.delitem(sys.modules, "ecgdx.page.layout")
     _, details = preprocess_with_details(blank, spec)
     regions = lead_regions(spec, details, blank)
     assert regions.method == "grid" and "not recognised" in regions.note

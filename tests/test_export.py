@@ -30,7 +30,7 @@ from ecgdx.export import (  # noqa: E402
     read_model_metadata,
 )
 from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES  # noqa: E402
-from ecgdx.preprocessing import PreprocessSpec  # noqa: E402
+from ecgdx.page.preprocessing import PreprocessSpec  # noqa: E402
 
 TINY_SPEC = PreprocessSpec(height=96, width=96)
 TINY_TEMPERATURE = 1.5

@@ -23,7 +23,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from ecgdx.errors import EcgdxError, InvalidImageError  # noqa: E402
 from ecgdx.inference import Predictor  # noqa: E402
-from ecgdx.preprocessing import decode_image  # noqa: E402
+from ecgdx.page.preprocessing import decode_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "normal" / "Normal_100.png"

@@ -141,7 +141,7 @@ def _analyse(module: str, source: str | None = None) -> tuple[set[str], list[Use
 
 
 def _dotted(node: ast.expr, aliases: dict[str, str]) -> str | None:
-    """The module of the package that an expression like ``_layout`` or ``ecgdx.layout`` names, or None."""
+    """The module of the package that an expression like ``_layout`` or ``ecgdx.page.layout`` names, or None."""
     if isinstance(node, ast.Name):
         return aliases.get(node.id)
     if isinstance(node, ast.Attribute):
@@ -204,7 +204,7 @@ def _describe(component: list[str], graph: dict[str, set[str]]) -> str:
 def test_the_graph_sees_every_kind_of_import():
     graph = import_graph()
     assert len(MODULES) > 20
-    assert "ecgdx.preprocessing" in graph["ecgdx.inference"]  # module level
+    assert "ecgdx.page.preprocessing" in graph["ecgdx.inference"]  # module level
     assert "ecgdx.batch" in graph["ecgdx.predict"]  # inside a function
     assert "ecgdx.models.seed_cnn" in graph["ecgdx.models"]  # from a package import a submodule
     assert "ecgdx.models.registry" in graph["ecgdx.models.seed_cnn"]
@@ -214,24 +214,24 @@ def test_the_graph_sees_every_kind_of_import():
 def test_relative_imports_type_checking_and_private_names_are_read():
     source = """
 from typing import TYPE_CHECKING
-from . import layout as _lay
-from .labels import LEADS
-from ..ecgdx import gate
-import ecgdx.measure as m
+from ..page import layout as _lay
+from ..labels import LEADS
+from ...ecgdx.page import gate
+import ecgdx.signals.measure as m
 if TYPE_CHECKING:
     from ecgdx.training import train
 else:
-    from ecgdx.render import render_page
+    from ecgdx.signals.render import render_page
 
 def f():
-    from ecgdx.preprocessing import _analyse, decode_image
-    return _lay._prepare(1), m._private, ecgdx.digitize._lap, _lay.public, m.__name__
+    from ecgdx.page.preprocessing import _analyse, decode_image
+    return _lay._prepare(1), m._private, ecgdx.signals.digitize._lap, _lay.public, m.__name__
 """
-    imports, uses = _analyse("ecgdx.findings", source)
-    assert imports == {"ecgdx.layout", "ecgdx.labels", "ecgdx.gate", "ecgdx.measure", "ecgdx.render",
-                       "ecgdx.preprocessing"}
+    imports, uses = _analyse("ecgdx.signals.findings", source)
+    assert imports == {"ecgdx.page.layout", "ecgdx.labels", "ecgdx.page.gate", "ecgdx.signals.measure",
+                       "ecgdx.signals.render", "ecgdx.page.preprocessing"}
     assert sorted((u.target, u.name) for u in uses) == [
-        ("ecgdx.layout", "_prepare"), ("ecgdx.measure", "_private"), ("ecgdx.preprocessing", "_analyse")]
+        ("ecgdx.page.layout", "_prepare"), ("ecgdx.page.preprocessing", "_analyse"), ("ecgdx.signals.measure", "_private")]
 
 
 def test_cycles_finds_a_strongly_connected_component():

@@ -20,7 +20,7 @@ from ecgdx.errors import ModelError, NotAnEcgError  # noqa: E402
 from ecgdx.export import decode_metadata  # noqa: E402
 from ecgdx.inference import Prediction, PredictionFailure, Predictor, softmax  # noqa: E402
 from ecgdx.labels import CLASS_KEYS  # noqa: E402
-from ecgdx.preprocessing import preprocess  # noqa: E402
+from ecgdx.page.preprocessing import preprocess  # noqa: E402
 
 
 @pytest.fixture(scope="module")

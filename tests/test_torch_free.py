@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-MODULES = ["ecgdx", "ecgdx.labels", "ecgdx.errors", "ecgdx.config", "ecgdx.preprocessing", "ecgdx.cli",
+MODULES = ["ecgdx", "ecgdx.labels", "ecgdx.errors", "ecgdx.config", "ecgdx.page.preprocessing", "ecgdx.cli",
            "ecgdx.data.index", "ecgdx.data.split", "ecgdx.data.cache", "ecgdx.evaluation"]
 
 

@@ -436,7 +436,9 @@ class BatchRun:
     def _payload(self, display: str, path: str) -> tuple[dict[str, Any] | None, str | None]:
         """The message for one picture, or the error a local run would report for it."""
         from ecgdx.errors import InvalidImageError
-        from ecgdx.preprocessing import read_path  # a local run's checks and messages (missing, empty ...)
+        from ecgdx.page.preprocessing import (
+            read_path,  # a local run's checks and messages (missing, empty ...)
+        )
 
         label = f"'{Path(path)}'"
         try:

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict_commands.register(sub)
 
-    from ecgdx import signal_commands  # render, render-dataset, digitize (stdlib imports only)
+    from ecgdx.signals import (
+        commands as signal_commands,  # render, render-dataset, digitize (stdlib imports only)
+    )
 
     signal_commands.register(sub)
 

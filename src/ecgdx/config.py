@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ecgdx.errors import ConfigError
-from ecgdx.preprocessing import PreprocessSpec
+from ecgdx.page.preprocessing import PreprocessSpec
 
 
 @dataclass
@@ -88,7 +88,7 @@ class ExperimentConfig:
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The preprocessing spec itself (ecgdx.preprocessing.PreprocessSpec): one definition, validated
+    # The preprocessing spec itself (ecgdx.page.preprocessing.PreprocessSpec): one definition, validated
     # there, and it travels unchanged into checkpoints and ONNX metadata.
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

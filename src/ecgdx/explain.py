@@ -9,11 +9,11 @@ How it is computed (``explain_input``):
    The cell values are upsampled smoothly (bicubic, clipped to the cells' range) to H x W for the
    heatmap, and mapped back onto the page crop for display (``render_overlay``).
 2. Leads: the same is done with whole lead panels (and the rhythm strip) instead of cells, and the
-   leads are ranked by the drop. Where the panels are comes from ``ecgdx.layout.find_lead_panels``
+   leads are ranked by the drop. Where the panels are comes from ``ecgdx.page.layout.find_lead_panels``
    on the page (boxes mapped into the model input through the crop box and the resize), or, for
    models whose spec uses the canonical layout, from the canonical page's fixed geometry (3 rows x 4
    columns I aVR V1 V4 / II aVL V2 V5 / III aVF V3 V6 + the rhythm strip). When no layout is known
-   (``ecgdx.layout`` missing or the page not recognised) the grid cells are ranked instead, and the
+   (``ecgdx.page.layout`` missing or the page not recognised) the grid cells are ranked instead, and the
    explanation says so (``Explanation.region_method == "grid"`` and ``note``).
 
 Limits (say them wherever the picture is shown):
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES, LEADS, RHYTHM_STRIP
-from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec
+from ecgdx.page.preprocessing import PreprocessDetails, PreprocessSpec
 
 __all__ = [
     "Explanation",
@@ -236,7 +236,7 @@ def content_box(details: PreprocessDetails | None, spec: PreprocessSpec | None, 
     else:
         x0, y0, x1, y1 = details.crop_box
         src_h, src_w = y1 - y0, x1 - x0
-    # Same arithmetic as ecgdx.preprocessing (_enhance_and_resize / _canonical_input).
+    # Same arithmetic as ecgdx.page.preprocessing (_enhance_and_resize / _canonical_input).
     scale = min(height / src_h, width / src_w)
     fit_h = min(height, max(1, round(src_h * scale)))
     fit_w = min(width, max(1, round(src_w * scale)))
@@ -247,7 +247,7 @@ def content_box(details: PreprocessDetails | None, spec: PreprocessSpec | None, 
 def canonical_lead_boxes(height: int, width: int) -> dict[str, Box]:
     """Lead panel boxes of a canonical page drawn at height x width (``layout.canonical_page``).
 
-    Asks ``ecgdx.layout.canonical_panel_boxes`` when the module offers it; otherwise uses the
+    Asks ``ecgdx.page.layout.canonical_panel_boxes`` when the module offers it; otherwise uses the
     canonical geometry: 4 equal rows (3 lead rows + the 10 s rhythm strip), each lead row split into
     4 columns of 2.5 s = width / 4.
     """
@@ -295,7 +295,7 @@ def lead_regions(spec: PreprocessSpec, details: PreprocessDetails, gray: np.ndar
     if gray is None:
         return Regions({}, "grid", "the page was not available to find the leads; ranking grid cells instead")
     try:
-        from ecgdx.layout import find_lead_panels
+        from ecgdx.page.layout import find_lead_panels
     except ImportError:
         return Regions({}, "grid", "lead layout finder not installed; ranking grid cells instead of leads")
     from ecgdx.errors import EcgdxError

@@ -317,7 +317,7 @@ def _parity_inputs(spec_dict: Mapping[str, Any], check_images: Sequence[Any], se
     Random inputs are mostly paper with dark speckles, a crude stand-in for the model's real inputs;
     uniform noise alone would leave BatchNorm statistics far from anything seen in training.
     """
-    from ecgdx.preprocessing import PreprocessSpec, preprocess
+    from ecgdx.page.preprocessing import PreprocessSpec, preprocess
 
     spec = PreprocessSpec.from_dict(spec_dict)
     rng = np.random.default_rng(seed)

@@ -40,10 +40,16 @@ import numpy as np
 from ecgdx.decision import DecisionRule
 from ecgdx.errors import EcgdxError, ModelError, NotAnEcgError
 from ecgdx.export import INPUT_NAME, OUTPUT_NAME, decode_metadata, open_session
-from ecgdx.gate import GateResult, assess_page
 from ecgdx.labels import CLASS_KEYS, DISPLAY_NAMES
-from ecgdx.normalize import normalize_page
-from ecgdx.preprocessing import Page, PreprocessDetails, PreprocessSpec, load_page, preprocess_with_details
+from ecgdx.page.gate import GateResult, assess_page
+from ecgdx.page.normalize import normalize_page
+from ecgdx.page.preprocessing import (
+    Page,
+    PreprocessDetails,
+    PreprocessSpec,
+    load_page,
+    preprocess_with_details,
+)
 
 __all__ = ["MODEL_ENV", "Prediction", "PredictionFailure", "Predictor", "default_model_path"]
 
@@ -69,7 +75,7 @@ class Prediction:
     decision_rule: how ``label`` was chosen from them: "balanced_prior", "fitted_thresholds", or
         "argmax" (of ``probabilities``; models exported before decision rules).
     model_version: ``model_version`` from the ONNX metadata.
-    gate: the quality gate's verdict (``ecgdx.gate.GateResult``).
+    gate: the quality gate's verdict (``ecgdx.page.gate.GateResult``).
     timings_ms: milliseconds of decode, preprocess, gate, inference (for a batch: its share), explain
         (only with explain=True) and total (their sum).
     preprocess: what preprocessing did: original_size (h, w), crop_box (x0, y0, x1, y1 page pixels),
@@ -148,7 +154,7 @@ class _Prepared:
     gate: GateResult
     timings_ms: dict[str, float]
     lead_regions: Any = None  # ecgdx.explain.Regions, only when explaining
-    normalization: dict[str, Any] | None = None  # ecgdx.normalize.Normalization.to_dict()
+    normalization: dict[str, Any] | None = None  # ecgdx.page.normalize.Normalization.to_dict()
 
 
 def default_model_path() -> Path | bytes:
@@ -181,7 +187,7 @@ class Predictor:
         threads: onnxruntime intra-op threads, and workers for ``predict_many``'s preprocessing.
             None = 1: the lowest latency per picture on a shared server, and no oversubscription
             when several predictors run side by side; use 2-4 for batch throughput.
-        normalize: straighten photos before reading them (``ecgdx.normalize``: quarter and half
+        normalize: straighten photos before reading them (``ecgdx.page.normalize``: quarter and half
             turns, sheet perspective, perspective from the page's own lines, rotation up to 15 deg,
             uneven lighting); a clean scan passes unchanged.
     """

@@ -169,7 +169,7 @@ def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict
 
 
 def _measure_row(path: str, result: Any) -> dict[str, Any]:
-    """Measurements of one picture (``ecgdx.measure`` on ``ecgdx.digitize``): the MEASURE_COLUMNS as
+    """Measurements of one picture (``ecgdx.signals.measure`` on ``ecgdx.signals.digitize``): the MEASURE_COLUMNS as
     a dict, None for what could not be measured; 'measure_error' says why nothing was measured."""
     from ecgdx.errors import EcgdxError
     from ecgdx.inference import PredictionFailure
@@ -178,8 +178,8 @@ def _measure_row(path: str, result: Any) -> dict[str, Any]:
     if isinstance(result, PredictionFailure):
         return {**empty, "measure_error": "the picture could not be read"}
     try:
-        from ecgdx.digitize import digitize
-        from ecgdx.measure import measure
+        from ecgdx.signals.digitize import digitize
+        from ecgdx.signals.measure import measure
 
         digitized = digitize(path)
         values = measure(digitized, digitized.fs).to_dict()

@@ -40,7 +40,7 @@ CSV_COLUMNS = ("path", "label", "prob_normal", "prob_mi", "prob_abnormal_heartbe
 EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_version", "error", "explanation",
                  "decision_rule", "balanced_normal", "balanced_mi", "balanced_abnormal_heartbeat",
                  "balanced_history_of_mi")
-# With --measure (ecgdx.measure on the digitised page), appended after EXTRA_COLUMNS.
+# With --measure (ecgdx.signals.measure on the digitised page), appended after EXTRA_COLUMNS.
 MEASURE_COLUMNS = ("heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms", "pr_ms", "qrs_ms", "qt_ms", "qtc_bazett_ms",
                    "qtc_fridericia_ms", "axis_deg", "measure_error")
 

@@ -22,8 +22,8 @@ MANIFEST_HEADER = "path,relpath,label,template,sha256,md5,width,height,bytes,gro
 
 @pytest.fixture(autouse=True)
 def without_template_detection(monkeypatch):
-    """Templates stay 'unknown' whatever ecgdx.preprocessing does: these tests are about the CLI."""
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", None)
+    """Templates stay 'unknown' whatever ecgdx.page.preprocessing does: these tests are about the CLI."""
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", None)
 
 
 def run_cli(*argv: str) -> int:

@@ -51,11 +51,11 @@ _counter = iter(range(1, 1_000_000))
 
 @pytest.fixture(autouse=True)
 def without_template_detection(monkeypatch):
-    """Keep these tests independent of ecgdx.preprocessing: importing it raises ImportError.
+    """Keep these tests independent of ecgdx.page.preprocessing: importing it raises ImportError.
 
     Tests about template detection install their own module (or restore the real one).
     """
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", None)
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", None)
 
 
 def write_image(path: Path, width: int = 80, height: int = 60) -> Path:
@@ -323,7 +323,7 @@ def test_missing_labels_file_and_missing_folder_are_errors(tmp_path):
 
 
 def test_template_is_unknown_when_preprocessing_cannot_be_imported(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", None)  # makes the import raise ImportError
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", None)  # makes the import raise ImportError
     write_image(tmp_path / "mi" / "a.png")
     messages, report = collect_messages()
 
@@ -334,17 +334,17 @@ def test_template_is_unknown_when_preprocessing_cannot_be_imported(tmp_path, mon
 
 
 def test_template_is_unknown_when_preprocessing_lacks_the_functions(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", types.ModuleType("ecgdx.preprocessing"))
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", types.ModuleType("ecgdx.page.preprocessing"))
     write_image(tmp_path / "mi" / "a.png")
     assert [row.template for row in build_manifest(tmp_path, report=lambda m: None).rows] == ["unknown"]
 
 
 def test_template_detection_is_used_only_without_a_labels_template(tmp_path, monkeypatch):
     calls = []
-    fake = types.ModuleType("ecgdx.preprocessing")
+    fake = types.ModuleType("ecgdx.page.preprocessing")
     fake.decode_image = lambda path: calls.append(Path(path).name) or np.zeros((60, 80), np.uint8)
     fake.detect_template = lambda gray: "6x2_nogrid"
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", fake)
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", fake)
     write_image(tmp_path / "a.png")
     write_image(tmp_path / "b.png")
     write_labels(
@@ -362,7 +362,7 @@ def test_template_detection_is_used_only_without_a_labels_template(tmp_path, mon
 
 
 def test_images_refused_by_preprocessing_are_reported_and_left_out(tmp_path, monkeypatch):
-    fake = types.ModuleType("ecgdx.preprocessing")
+    fake = types.ModuleType("ecgdx.page.preprocessing")
 
     def decode_image(path):
         if Path(path).name == "tiny.png":
@@ -371,7 +371,7 @@ def test_images_refused_by_preprocessing_are_reported_and_left_out(tmp_path, mon
 
     fake.decode_image = decode_image
     fake.detect_template = lambda gray: "3x4_grid"
-    monkeypatch.setitem(sys.modules, "ecgdx.preprocessing", fake)
+    monkeypatch.setitem(sys.modules, "ecgdx.page.preprocessing", fake)
     write_image(tmp_path / "mi" / "tiny.png")
     write_image(tmp_path / "mi" / "page.png")
     messages, report = collect_messages()
@@ -379,15 +379,15 @@ def test_images_refused_by_preprocessing_are_reported_and_left_out(tmp_path, mon
     result = build_manifest(tmp_path, report=report)
 
     assert [(row.relpath, row.template) for row in result.rows] == [("mi/page.png", "3x4_grid")]
-    assert "skipped 1 file in 'mi': refused by ecgdx.preprocessing" in messages
+    assert "skipped 1 file in 'mi': refused by ecgdx.page.preprocessing" in messages
 
 
 def test_with_the_real_preprocessing_module(tmp_path, monkeypatch):
-    monkeypatch.delitem(sys.modules, "ecgdx.preprocessing")
+    monkeypatch.delitem(sys.modules, "ecgdx.page.preprocessing")
     try:
-        importlib.import_module("ecgdx.preprocessing")
+        importlib.import_module("ecgdx.page.preprocessing")
     except ImportError:
-        pytest.skip("ecgdx.preprocessing not available yet")
+        pytest.skip("ecgdx.page.preprocessing not available yet")
     write_image(tmp_path / "mi" / "page.png", width=400, height=300)
     write_image(tmp_path / "mi" / "tiny.png", width=20, height=15)
 
@@ -395,7 +395,7 @@ def test_with_the_real_preprocessing_module(tmp_path, monkeypatch):
 
     assert [row.relpath for row in result.rows] == ["mi/page.png"]
     assert result.rows[0].template in index.VALID_TEMPLATES
-    assert result.skipped == [("mi/tiny.png", "refused by ecgdx.preprocessing")]
+    assert result.skipped == [("mi/tiny.png", "refused by ecgdx.page.preprocessing")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from diagnosis.models import LABEL_CHOICES
 
 
 class UploadForm(forms.Form):
-    # A plain FileField: the type is decided by the content (ecgdx.preprocessing.decode_image), not here.
+    # A plain FileField: the type is decided by the content (ecgdx.page.preprocessing.decode_image), not here.
     image = forms.FileField(
         label="ECG picture",
         error_messages={"required": "Choose a JPEG or PNG picture of an ECG page to upload.",

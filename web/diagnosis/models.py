@@ -140,8 +140,8 @@ class Analysis(models.Model):
 
 
 class Digitization(models.Model):
-    """The 12 leads read back from an analysis's stored picture (``ecgdx.digitize``) and their
-    measurements (``ecgdx.measure``). Made on the first view of the result, then kept like the result
+    """The 12 leads read back from an analysis's stored picture (``ecgdx.signals.digitize``) and their
+    measurements (``ecgdx.signals.measure``). Made on the first view of the result, then kept like the result
     (the retention job deletes pictures, not this).
 
     samples: zlib-compressed little-endian int16 microvolts, shape (13, n): the 12 leads in
@@ -161,7 +161,7 @@ class Digitization(models.Model):
     samples = models.BinaryField(blank=True, default=b"")
     has_rhythm = models.BooleanField(default=False)
     summary = models.JSONField(default=dict, blank=True)
-    measurements = models.JSONField(default=dict, blank=True, help_text="ecgdx.measure.Measurements.to_dict()")
+    measurements = models.JSONField(default=dict, blank=True, help_text="ecgdx.signals.measure.Measurements.to_dict()")
     elapsed_ms = models.FloatField(default=0.0)
 
     def __str__(self) -> str:
@@ -194,17 +194,17 @@ class Digitization(models.Model):
         return mv[:12], (mv[12] if self.has_rhythm else None)
 
     def result(self):
-        """The stored ``ecgdx.digitize.DigitizedECG``."""
-        from ecgdx.digitize import DigitizedECG
+        """The stored ``ecgdx.signals.digitize.DigitizedECG``."""
+        from ecgdx.signals.digitize import DigitizedECG
 
         signals, rhythm = self.arrays()
         return DigitizedECG.from_summary(self.summary, signals, rhythm)
 
     def measurement_rows(self) -> list[dict]:
-        """[{key, label, value, unit, reason, flag, flag_reason}] for the result page (ecgdx.measure.FIELDS
-        order). flag: ok, uncertain, implausible or not measured (ecgdx.measure), so that an uncertain
+        """[{key, label, value, unit, reason, flag, flag_reason}] for the result page (ecgdx.signals.measure.FIELDS
+        order). flag: ok, uncertain, implausible or not measured (ecgdx.signals.measure), so that an uncertain
         value is never shown as a plain fact."""
-        from ecgdx.measure import FIELDS
+        from ecgdx.signals.measure import FIELDS
 
         values = self.measurements or {}
         reasons = values.get("reasons", {})

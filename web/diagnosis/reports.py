@@ -177,7 +177,7 @@ def _findings(pdf: FPDF, width: float, digitization, findings: dict | None) -> N
 
 
 def _measurements(pdf: FPDF, width: float, digitization) -> None:
-    """Measurements with their plausibility flags (``ecgdx.measure``; older results have none)."""
+    """Measurements with their plausibility flags (``ecgdx.signals.measure``; older results have none)."""
     values = digitization.measurements or {}
     flags, flag_reasons = values.get("flags") or {}, values.get("flag_reasons") or {}
     summary = digitization.summary or {}

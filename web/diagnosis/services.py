@@ -3,7 +3,7 @@
 An upload is two steps:
 
     ``prediction_create`` (in the request): rate limit -> size -> type by content -> decode
-        (ecgdx.preprocessing.decode_image, with limits) -> store the picture privately under a random
+        (ecgdx.page.preprocessing.decode_image, with limits) -> store the picture privately under a random
         name and save an Analysis row ``queued`` -> send its task (``analysis_enqueue``). Answered at once.
     ``analysis_run`` (the Celery task, diagnosis.tasks, on any worker): predict -> quality gate ->
         explanation (occlusion, from the model input) -> digitisation and measurements -> PDF report
@@ -119,7 +119,7 @@ def _read_upload(image_file) -> bytes:
 
 def _decode(data: bytes):
     """(gray page, type) or UploadRejected; the type is read from the content, never the name."""
-    from ecgdx.preprocessing import decode_image
+    from ecgdx.page.preprocessing import decode_image
 
     kind = images.sniff_type(data)
     allowed = [t.lower() for t in settings.ECGDX_ALLOWED_IMAGE_TYPES]
@@ -244,7 +244,7 @@ def _pictures(data: bytes, gray, kind: str, result: WebPrediction) -> dict:
         # A photo that was straightened: the crop box is in the straightened page's pixels, so the
         # straightened page (gray) is what is stored, blanked; the later explanation and
         # digitisation then read a page that needs no straightening.
-        from ecgdx.normalize import normalize_page
+        from ecgdx.page.normalize import normalize_page
 
         straight, _ = normalize_page(gray)
         pictures["original"] = images.blank_outside_rows(b"", straight, crop)
@@ -446,7 +446,7 @@ def _analyse(analysis: Analysis, attempt: int) -> str | None:
 def _decode_stored(data: bytes):
     """The stored copy of an upload as a gray page. It may be a PNG with the header blanked, larger in
     bytes than the upload, so only the pixel limit applies."""
-    from ecgdx.preprocessing import decode_image
+    from ecgdx.page.preprocessing import decode_image
 
     return decode_image(data, max_pixels=settings.ECGDX_MAX_IMAGE_PIXELS, max_bytes=max(len(data), 1))
 
@@ -686,7 +686,7 @@ def explanation_get_or_create(*, analysis: Analysis) -> bool:
 def digitization_get_or_create(*, analysis: Analysis):
     """The analysis's ``Digitization``, made now from its stored picture if there is none yet.
 
-    Digitising (``ecgdx.digitize``, ~0.2-0.5 s) plus measuring (``ecgdx.measure``, ~0.1 s, and
+    Digitising (``ecgdx.signals.digitize``, ~0.2-0.5 s) plus measuring (``ecgdx.signals.measure``, ~0.1 s, and
     about 1.5 s to import neurokit2 the first time in a process) is more than an upload should wait
     for, so it runs on the first view of the result and is stored. Returns None when the pictures
     are gone (retention policy) and nothing was stored before. A page that cannot be digitised gives
@@ -721,8 +721,8 @@ def _digitize(data: bytes):
     started = time.perf_counter()
     row = Digitization()
     try:
-        from ecgdx.digitize import digitize
-        from ecgdx.measure import measure
+        from ecgdx.signals.digitize import digitize
+        from ecgdx.signals.measure import measure
 
         result = digitize(data)
         values = measure(result, result.fs)
@@ -750,7 +750,7 @@ def _digitize(data: bytes):
 
 def _q_waves(result, peaks: list[int]) -> dict:
     """Lead -> Q-wave measurement dict (or None) of a digitised page, at the beats ``measure`` found."""
-    from ecgdx.findings import measure_q_waves
+    from ecgdx.signals.findings import measure_q_waves
 
     leads = result.leads_dict()
     return {lead: None if q is None else q.to_dict() for lead, q in measure_q_waves(leads, result.fs, peaks).items()}
@@ -760,7 +760,7 @@ def _q_waves(result, peaks: list[int]) -> dict:
 
 
 def digitization_findings(*, digitization, label: str | None) -> dict | None:
-    """Criteria-based findings (``ecgdx.findings``) of a stored or preview Digitization, with where
+    """Criteria-based findings (``ecgdx.signals.findings``) of a stored or preview Digitization, with where
     they contradict the model's answer ``label``; None when the page was not digitised.
 
     Computed from the stored measurements on every read (a few microseconds), so a change of the
@@ -769,7 +769,7 @@ def digitization_findings(*, digitization, label: str | None) -> dict | None:
     """
     if digitization is None or not digitization.ok:
         return None
-    from ecgdx.findings import assess
+    from ecgdx.signals.findings import assess
 
     measurements = digitization.measurements or {}
     found = assess(measurements, measurements.get("q_waves"))

@@ -1,6 +1,6 @@
 """Cache of preprocessed images, so training epochs do not decode and crop pages again.
 
-Each image is run once through ``ecgdx.preprocessing.preprocess`` (the same function the
+Each image is run once through ``ecgdx.page.preprocessing.preprocess`` (the same function the
 inference path uses) and stored as an 8-bit PNG under ``cache_dir/<spec-hash>/<sha256>.png``.
 The spec hash changes whenever any preprocessing parameter changes, so a stale cache is never
 read for a new spec.
@@ -33,7 +33,7 @@ def _to_uint8(tensor: np.ndarray) -> np.ndarray:
 
 def _preprocess_one(job: tuple[str, str, dict]) -> str:
     path, out, spec_dict = job
-    from ecgdx.preprocessing import PreprocessSpec, preprocess
+    from ecgdx.page.preprocessing import PreprocessSpec, preprocess
 
     image = _to_uint8(preprocess(path, PreprocessSpec.from_dict(spec_dict)))
     tmp = out + ".tmp.png"

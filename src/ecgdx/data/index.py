@@ -264,7 +264,7 @@ def hash_file(path: Path) -> tuple[str, str, int]:
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as displayed (EXIF orientation applied, as ecgdx.preprocessing does).
+    """(width, height) of an image as displayed (EXIF orientation applied, as ecgdx.page.preprocessing does).
 
     Decodes fully (to gray, the cheapest full decode) so truncated files are caught here, not in
     training. Raises InvalidImageError if OpenCV cannot decode it. Reads via numpy so non-ASCII
@@ -282,14 +282,14 @@ def read_image_size(path: Path) -> tuple[int, int]:
 
 
 def _load_template_detector() -> Callable[[Path], str] | None:
-    """detect_template from ecgdx.preprocessing as a path -> template function, or None if unavailable.
+    """detect_template from ecgdx.page.preprocessing as a path -> template function, or None if unavailable.
 
     Only the import is guarded: an error raised while detecting is a real bug and must surface.
     """
     try:
         # import_module (not `from ecgdx import preprocessing`) always goes through sys.modules,
         # so the module can be replaced or blocked there, e.g. in tests.
-        preprocessing = importlib.import_module("ecgdx.preprocessing")
+        preprocessing = importlib.import_module("ecgdx.page.preprocessing")
         decode_image = preprocessing.decode_image
         detect_template = preprocessing.detect_template
     except (ImportError, AttributeError):
@@ -337,7 +337,7 @@ def _inspect_file(
         except InvalidImageError as error:
             # The image decodes, but the pipeline's own decoder refuses it (e.g. far too small to be
             # a page); training would fail on it later, so it is left out now.
-            return _Unusable("refused by ecgdx.preprocessing", str(error))
+            return _Unusable("refused by ecgdx.page.preprocessing", str(error))
     return _FileFacts(sha256, md5, size, width, height, template)
 
 
@@ -449,7 +449,7 @@ def build_manifest(
     needs_detection = any(entry.template is None for entry in labelled.values())
     detector = _load_template_detector() if needs_detection else None
     if needs_detection and detector is None:
-        report("template detection unavailable (ecgdx.preprocessing not importable): template = unknown")
+        report("template detection unavailable (ecgdx.page.preprocessing not importable): template = unknown")
 
     def inspect(relpath: str) -> _FileFacts | _Unusable:
         return _inspect_file(root / relpath, labelled[relpath].template, detector)

@@ -113,7 +113,7 @@ class DigitizationSerializer(serializers.Serializer):
         help_text="heart_rate_bpm, rr_sdnn_ms, rr_rmssd_ms, pr_ms, qrs_ms, qt_ms, qtc_bazett_ms, "
         "qtc_fridericia_ms, axis_deg, st_mv {lead: mV}; null values have a reason in 'reasons'")
     findings = serializers.SerializerMethodField(
-        help_text="criteria-based findings from the measurements (ecgdx.findings): findings [{key, title, leads, "
+        help_text="criteria-based findings from the measurements (ecgdx.signals.findings): findings [{key, title, leads, "
         "values, unit, values_text, criterion, severity (urgent|abnormal), territory, uncertain}], checked, "
         "not_assessed, stemi_criteria_met, contradictions (sentences where they disagree with the model's label) "
         "and note; null when the page was not digitised. Computer measurements of a picture, to be confirmed by "

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('samples', models.BinaryField(blank=True, default=b'')),
                 ('has_rhythm', models.BooleanField(default=False)),
                 ('summary', models.JSONField(blank=True, default=dict)),
-                ('measurements', models.JSONField(blank=True, default=dict, help_text='ecgdx.measure.Measurements.to_dict()')),
+                ('measurements', models.JSONField(blank=True, default=dict, help_text='ecgdx.signals.measure.Measurements.to_dict()')),
                 ('elapsed_ms', models.FloatField(default=0.0)),
             ],
         ),

@@ -27,8 +27,8 @@ HEADER = ["time", *LEADS]
 
 @pytest.fixture(scope="module")
 def page_png() -> bytes:
-    """A rendered 3x4 page of a smooth synthetic record at 72 bpm (ecgdx.render: truth known)."""
-    from ecgdx.render import printer_filter, render_page
+    """A rendered 3x4 page of a smooth synthetic record at 72 bpm (ecgdx.signals.render: truth known)."""
+    from ecgdx.signals.render import printer_filter, render_page
 
     t = np.arange(5000) / 500.0
     beats = np.arange(0.4, 10.0, 60 / 72)
@@ -41,7 +41,7 @@ def page_png() -> bytes:
 def inferior_stemi_png() -> bytes:
     """A rendered 3x4 page (72 bpm) with ST elevation in II, III, aVF and reciprocal depression in aVL:
     the issue's "Normal 70 %" page, which the fake model calls Normal 70 %."""
-    from ecgdx.render import printer_filter, render_page
+    from ecgdx.signals.render import printer_filter, render_page
 
     t = np.arange(5000) / 500.0
     st = {"II": 0.25, "III": 0.3, "aVF": 0.28, "aVL": -0.2}

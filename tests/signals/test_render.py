@@ -1,4 +1,4 @@
-"""Tests of ecgdx.render: pages drawn from known signals, the exact pixel mapping, distortions.
+"""Tests of ecgdx.signals.render: pages drawn from known signals, the exact pixel mapping, distortions.
 
 The real-data tests read ECGDX_DATA_DIR (default <repo>/../shared/data) and are skipped only when
 that folder is absent. wfdb and neurokit2 come with the [signal] extra.
@@ -15,9 +15,9 @@ from realdata import CINC_DIR, require
 
 from ecgdx.cli import main
 from ecgdx.labels import LEADS
-from ecgdx.layout import find_lead_panels
-from ecgdx.preprocessing import decode_image
-from ecgdx.render import Distortions, load_record, printer_filter, render_page
+from ecgdx.page.layout import find_lead_panels
+from ecgdx.page.preprocessing import decode_image
+from ecgdx.signals.render import Distortions, load_record, printer_filter, render_page
 
 FS = 500.0
 

@@ -22,7 +22,7 @@ resized to ``_WORK_WIDTH`` px wide whose paper background is divided out (ink = 
   shows QRS-like spikes: narrow columns towering over the trace (>= 2 % of the page height and
   >= 3x the row's median height, or >= 6 % of the page height). Tables, smooth curves and text fail.
 - ``pulses``: the 1 mV calibration pulses at the left of the trace rows, found by
-  ``ecgdx.preprocessing`` while it crops the page (``PreprocessDetails.crop_method == "pulses"``), and
+  ``ecgdx.page.preprocessing`` while it crops the page (``PreprocessDetails.crop_method == "pulses"``), and
   a recognised print template (``PreprocessDetails.template``): 1; pulses only: 0.75; no pulses but
   long trace components: 0.25; none: 0.
 - ``exposure``: paper brightness (90th percentile, 60..130) and contrast (90th - 1st percentile, 30..80).
@@ -42,15 +42,15 @@ calibration pulses). 0.45 lies between, with a margin of 0.1 on both sides.
 
 Each weak check's sentence says what to do about it ("photograph the whole page", "hold the camera
 still"). A refused picture, and any page without calibration pulses at the left, is also checked for its
-orientation (``ecgdx.orientation``): a page on its side or upside down is refused (an upside-down
+orientation (``ecgdx.page.orientation``): a page on its side or upside down is refused (an upside-down
 page keeps its trace rows and would otherwise pass, to be read wrongly) and told, first of its
-reasons, to rotate the picture. (``ecgdx.normalize`` turns such pages upright before the gate sees
+reasons, to rotate the picture. (``ecgdx.page.normalize`` turns such pages upright before the gate sees
 them in ``Predictor``; this catches pages that reach the gate unturned.)
 
 Limits: the checks know what a printed ECG looks like, not whether its content is plausible: an ECG
 printed without calibration pulses scores ~0.7-0.78 and passes; a photo of an ECG on a monitor,
 or a hand-drawn one, may pass. Pages tilted by more than a few degrees lose their rows and fail
-(``ecgdx.normalize`` straightens tilts up to 15 degrees before the gate runs). Synthetic look-alikes such as slanted tables with
+(``ecgdx.page.normalize`` straightens tilts up to 15 degrees before the gate runs). Synthetic look-alikes such as slanted tables with
 spike-like marks are not covered by the calibration.
 """
 
@@ -63,8 +63,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ecgdx.orientation import detect_orientation
-from ecgdx.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
+from ecgdx.page.orientation import detect_orientation
+from ecgdx.page.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
 
 __all__ = ["GATE_THRESHOLD", "GateResult", "assess_page"]
 
@@ -76,7 +76,7 @@ GATE_THRESHOLD = 0.45
 # the model sees (its input is ~384 px wide).
 _WORK_WIDTH = 550
 # Ink = darker than this after dividing out the paper (paper ~255, grid ~185-240, printed ink < 120);
-# the same level ecgdx.preprocessing uses.
+# the same level ecgdx.page.preprocessing uses.
 _INK_LEVEL = 160
 _MAX_INK_LEVEL = 190  # the most the level rises for pages whose darkest ink is grey (see _ink_mask)
 # Evidence weights (sum 1) and the rows of traces that count as "a full page" (3x4 pages have 4 rows).

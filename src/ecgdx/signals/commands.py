@@ -100,7 +100,7 @@ def _distortions(args: argparse.Namespace, seed: int):
 
     import numpy as np
 
-    from ecgdx.render import Distortions
+    from ecgdx.signals.render import Distortions
 
     base = Distortions.mild(np.random.default_rng(seed + 7919)) if args.distort == "mild" else Distortions()
     explicit = {"rotation_deg": args.rotate, "perspective": args.perspective, "blur_sigma": args.blur,
@@ -114,7 +114,7 @@ def load_signal(spec: str, fs: float | None = None):
     import numpy as np
 
     from ecgdx.errors import DataError
-    from ecgdx.render import load_record, simulate_signals
+    from ecgdx.signals.render import load_record, simulate_signals
 
     if spec.startswith("sim:"):
         parts = spec.split(":")
@@ -153,7 +153,7 @@ def run_render(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecgdx.errors import DataError
-    from ecgdx.render import printer_filter, render_page
+    from ecgdx.signals.render import printer_filter, render_page
 
     signals, fs, described = load_signal(args.signal, args.fs)
     if args.lowpass:
@@ -180,7 +180,7 @@ def run_render_dataset(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecgdx.errors import DataError
-    from ecgdx.render import Distortions, printer_filter, render_page, simulate_signals
+    from ecgdx.signals.render import Distortions, printer_filter, render_page, simulate_signals
 
     layouts = [v.strip() for v in args.layouts.split(",") if v.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -229,8 +229,8 @@ def run_render_dataset(args: argparse.Namespace) -> int:
 
 def _write_truth(folder: Path, name: str, page) -> None:
     """The drawn signals as a WFDB record (format 16, 1 uV) and the pixel mapping as JSON."""
-    from ecgdx.digitize import write_wfdb
     from ecgdx.labels import LEADS
+    from ecgdx.signals.digitize import write_wfdb
 
     write_wfdb(folder, name, page.signals, page.fs, LEADS)
     (folder / f"{name}.json").write_text(json.dumps(page.truth(), indent=2), encoding="utf-8")
@@ -242,14 +242,14 @@ def _write_truth(folder: Path, name: str, page) -> None:
 
 
 def run_digitize(args: argparse.Namespace) -> int:
-    from ecgdx.digitize import digitize
+    from ecgdx.signals.digitize import digitize
 
     result = digitize(args.image, fs=args.fs, deskew=not args.no_deskew)
     name = args.name or _record_name(args.image)
     written = result.save(args.out, args.format, name=name)
     if args.measure:
-        from ecgdx.findings import assess, measure_q_waves
-        from ecgdx.measure import measure
+        from ecgdx.signals.findings import assess, measure_q_waves
+        from ecgdx.signals.measure import measure
 
         values = measure(result, result.fs)
         leads = result.leads_dict()

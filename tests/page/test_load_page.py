@@ -7,7 +7,7 @@ import pytest
 from realdata import DATA_DIR
 from synthetic import make_page
 
-from ecgdx.preprocessing import PreprocessSpec, load_page, preprocess, preprocess_with_details
+from ecgdx.page.preprocessing import PreprocessSpec, load_page, preprocess, preprocess_with_details
 
 DATA = DATA_DIR
 

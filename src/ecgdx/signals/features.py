@@ -1,17 +1,17 @@
 """Measured evidence as a feature vector: what a reader measures on the 12 digitised leads.
 
-``page_features(ecg)`` turns one ``ecgdx.digitize.DigitizedECG`` into a fixed-order dict of floats
+``page_features(ecg)`` turns one ``ecgdx.signals.digitize.DigitizedECG`` into a fixed-order dict of floats
 (NaN = not measurable), for a gradient-boosted classifier (``benchmarks/measurement_model.py``):
 
-- rhythm and intervals (``ecgdx.measure``): heart rate (bpm), RR irregularity (SDNN / mean RR), PR,
+- rhythm and intervals (``ecgdx.signals.measure``): heart rate (bpm), RR irregularity (SDNN / mean RR), PR,
   QRS, QT, QTc (ms), frontal axis (degrees);
 - per lead: ST level at J+60 ms (mV), Q depth (mV) and width (ms), R height (mV)
-  (``ecgdx.findings.measure_q_waves``), and the trace's upper and lower excursions (95th percentile
+  (``ecgdx.signals.findings.measure_q_waves``), and the trace's upper and lower excursions (95th percentile
   minus median, median minus 5th percentile, mV), which carry R/S amplitudes and T inversion.
 
 Every feature is in physical units (mV, ms, bpm, degrees), read through the page's own calibration
 (pulses and time scale), never in pixels, so a page scanned at another resolution gives the same
-numbers; ``tests/test_features.py`` checks this on the full-resolution JPEGs and their 50 % PNG twins.
+numbers; ``tests/signals/test_features.py`` checks this on the full-resolution JPEGs and their 50 % PNG twins.
 No count of beats or samples is used: those differ between the 2.5 s and 5 s lead windows of the two
 print templates and would let a model recognise the template instead of the ECG. Torch-free.
 """
@@ -41,8 +41,8 @@ def _number(value: Any) -> float:
 
 def page_features(ecg: Any) -> dict[str, float]:
     """Feature dict (keys ``FEATURE_NAMES``, in that order) of one digitised page."""
-    from ecgdx.findings import measure_q_waves
-    from ecgdx.measure import measure
+    from ecgdx.signals.findings import measure_q_waves
+    from ecgdx.signals.measure import measure
 
     values = measure(ecg, ecg.fs)
     out = {name: float("nan") for name in FEATURE_NAMES}

@@ -34,7 +34,7 @@ import numpy as np
 
 from ecgdx.errors import NotAnEcgError
 from ecgdx.labels import LEADS
-from ecgdx.page_primitives import (
+from ecgdx.page.primitives import (
     GRID_LEVEL,
     INK_LEVEL,
     WORK_WIDTH,
@@ -314,7 +314,7 @@ def _split_pulse(box: np.ndarray, work: _Work, single_h: float) -> list[_Row]:
 
 
 def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
-    """Trace rows from the calibration pulses (see page_primitives.find_pulses), top to bottom, and the
+    """Trace rows from the calibration pulses (see primitives.find_pulses), top to bottom, and the
     rows (top, bottom) between the page's header and footer text (working px).
 
     Header and footer are found as in ``preprocessing.locate_trace_area``: text lines ending above
@@ -642,7 +642,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
 
     How (on a copy shrunk by an integer factor to ~1106 px wide, background flattened, ink = darker
     than 63 % of the local paper brightness):
-      1. Calibration pulses (``page_primitives.find_pulses``) give the trace rows; each pulse's feet
+      1. Calibration pulses (``primitives.find_pulses``) give the trace rows; each pulse's feet
          give the row's baseline and its feet-to-top distance (10 mm) the px/mm scale (median over
          rows; line centres weighted by darkness, so sub-pixel). Touching pulses of close rows are
          split by their feet. The row count picks the layout (3/4 rows: 3x4, 6/7 rows: 6x2).
@@ -652,7 +652,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
          2.5 s (3x4) or 5 s (6x2) for a scale within 10 % of 25 mm/s * px/mm are the boundaries and
          give the printed scale; without them the trace extent (10 s per row) gives it, else
          25 mm/s. Real pages print 2.5 s in 61.9 mm of their own grid (24.8 mm/s).
-      4. Ruled paper: ``page_primitives.grid_strength``; grid_px_per_mm from the 5 mm grid period.
+      4. Ruled paper: ``primitives.grid_strength``; grid_px_per_mm from the 5 mm grid period.
 
     Raises:
         NotAnEcgError: no calibration pulses, a row count of no known layout, an implausible scale,

@@ -1,4 +1,4 @@
-"""Tests of ecgdx.layout: lead panels of a page and the template-free canonical re-composition.
+"""Tests of ecgdx.page.layout: lead panels of a page and the template-free canonical re-composition.
 
 Synthetic pages (tests/synthetic.py) give exact geometry. The real-data tests read ECGDX_DATA_DIR
 (default <repo>/../shared/data) and are skipped only when that folder is absent.
@@ -18,12 +18,11 @@ from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, label_rows, require, sample
 from synthetic import PAGE_MM
 from synthetic import make_page as _make_page
 
-import ecgdx.layout as layout_module
+import ecgdx.page.layout as layout_module
 from ecgdx.errors import NotAnEcgError
 from ecgdx.labels import LEADS
-from ecgdx.layout import CANONICAL_LEADS, PageLayout, canonical_page, find_lead_panels
-from ecgdx.page_primitives import flatten_background, grid_strength
-from ecgdx.preprocessing import (
+from ecgdx.page.layout import CANONICAL_LEADS, PageLayout, canonical_page, find_lead_panels
+from ecgdx.page.preprocessing import (
     PreprocessSpec,
     _analyse,
     crop_trace_area,
@@ -31,6 +30,7 @@ from ecgdx.preprocessing import (
     preprocess,
     preprocess_with_details,
 )
+from ecgdx.page.primitives import flatten_background, grid_strength
 
 
 @functools.lru_cache(maxsize=32)
@@ -207,7 +207,7 @@ def test_canonical_page_rejects_bad_arguments(kwargs):
 
 def test_layout_module_needs_only_numpy_and_opencv():
     code = (
-        "import sys; import ecgdx.layout; "
+        "import sys; import ecgdx.page.layout; "
         "bad = [n for n in ('torch', 'albumentations', 'torchvision', 'PIL', 'skimage', 'scipy') "
         "if n in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
@@ -463,7 +463,7 @@ def _robustness_benchmark():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
     spec = importlib.util.spec_from_file_location("robustness_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -477,7 +477,7 @@ def test_real_photographed_pages_keep_their_lead_layout():
     layout this way: a false second foot line under the first pulse made a fifth row, and the model
     then read the page as printed, which it was never trained on."""
     require(DEV_DIR)
-    from ecgdx.normalize import normalize_page
+    from ecgdx.page.normalize import normalize_page
 
     distort = _robustness_benchmark().distort
     lost = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from realdata import DATA_DIR, FULLRES_DIR, label_rows, require
 
-from ecgdx.features import FEATURE_NAMES
+from ecgdx.signals.features import FEATURE_NAMES
 
 pytest.importorskip("neurokit2")
 
@@ -38,8 +38,8 @@ def test_feature_names_are_units_not_counts():
 @pytest.mark.slow
 def test_full_resolution_jpeg_and_png_twin_give_the_same_features():
     require(FULLRES_DIR)
-    from ecgdx.digitize import digitize
-    from ecgdx.features import page_features
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.features import page_features
 
     pairs = [(page_features(digitize(FULLRES_DIR / row["file"])), page_features(digitize(DATA_DIR / row["same_ecg_as"])))
              for row in label_rows(FULLRES_DIR)]

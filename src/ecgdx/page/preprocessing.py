@@ -9,7 +9,7 @@ Pipeline (``preprocess``)::
 CLAHE and the median run at twice the output size rather than at the upload's own resolution, so
 that a full-resolution photo and a half-size copy of it give the same tensor; see ``preprocess``.
 
-With ``spec.layout == "canonical"`` the crop is replaced by ``ecgdx.layout.canonical_page``: every
+With ``spec.layout == "canonical"`` the crop is replaced by ``ecgdx.page.layout.canonical_page``: every
 lead redrawn into one fixed 3x4 + rhythm layout on white paper, so the print template (grid, 3x4 or
 6x2 arrangement, labels) is not visible to the model; see ``preprocess``.
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from ecgdx.errors import InvalidImageError
 from ecgdx.labels import TEMPLATES, UNKNOWN_TEMPLATE
-from ecgdx.page_primitives import (
+from ecgdx.page.primitives import (
     GRID_LEVEL,
     INK_LEVEL,
     WORK_WIDTH,
@@ -73,7 +73,7 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # Below this an ECG page cannot hold readable traces; it is almost certainly an icon or a thumbnail.
 MIN_IMAGE_SIDE = 64
 
-# PreprocessSpec.layout values: the page as printed, or the leads redrawn by ecgdx.layout.
+# PreprocessSpec.layout values: the page as printed, or the leads redrawn by ecgdx.page.layout.
 LAYOUTS = ("page", "canonical")
 
 _SUPPORTED = "not a supported image type (expected JPEG, PNG, BMP, TIFF or WebP)"
@@ -101,7 +101,7 @@ class PreprocessSpec:
         max_pixels: largest accepted image, width * height, checked before decoding.
         max_bytes: largest accepted encoded file in bytes.
         version: pipeline version; bump when the algorithm changes so cached tensors are invalidated.
-        layout: "page" = the (cropped) page as printed; "canonical" = ``ecgdx.layout.canonical_page``
+        layout: "page" = the (cropped) page as printed; "canonical" = ``ecgdx.page.layout.canonical_page``
             (leads redrawn into one template-free layout) at height x width, without CLAHE and
             median (see ``preprocess``); pages without a recognisable lead layout fall back to
             "page" (``PreprocessDetails.layout_method`` says which happened).
@@ -804,7 +804,7 @@ def preprocess(image: Any, spec: PreprocessSpec | None = None) -> np.ndarray:
     crop takes ~30 ms).
 
     spec.layout == "canonical": the crop, CLAHE and median are replaced by
-    ``ecgdx.layout.canonical_page(gray, spec.height, spec.width)`` (see ``_canonical_input`` for why
+    ``ecgdx.page.layout.canonical_page(gray, spec.height, spec.width)`` (see ``_canonical_input`` for why
     CLAHE and the median are skipped); a page without a recognisable lead layout falls back to the
     crop pipeline above, recorded as ``PreprocessDetails.layout_method == "fallback"``.
 
@@ -861,9 +861,9 @@ def _canonical_input(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray | Non
     that the redrawing has already dropped; it would only erode one-pixel-thin trace lines.
     keep_aspect=True draws at the canonical 1:2 aspect and pads with white paper, centred.
     """
-    # Imported here: ecgdx.layout builds on this module's page analysis.
+    # Imported here: ecgdx.page.layout builds on this module's page analysis.
     from ecgdx.errors import NotAnEcgError
-    from ecgdx.layout import canonical_page
+    from ecgdx.page.layout import canonical_page
 
     if spec.keep_aspect:
         scale = min(spec.height / _CANONICAL_ASPECT[0], spec.width / _CANONICAL_ASPECT[1])

@@ -113,7 +113,7 @@ class Measurements:
 
     st_mv: lead -> ST level (mV) or None. beats: R peaks found in the rhythm signal.
     r_peaks: their sample indices on the record's time axis (refined, missed beats searched back):
-    the beats every other measurement (Q waves in ``ecgdx.findings``) should use.
+    the beats every other measurement (Q waves in ``ecgdx.signals.findings``) should use.
     rhythm_source: which signal gave rate, RR and intervals ('rhythm' = the strip, or a lead name).
     reasons: field name (or 'st:<lead>') -> why it is None.
     flags: scalar field name -> FLAG_OK, FLAG_UNCERTAIN, FLAG_IMPLAUSIBLE or FLAG_UNMEASURED.

@@ -5,8 +5,8 @@ paper background divided out (``flatten_background``); dark ink is split into co
 (``component_boxes``), among which ``find_pulses`` finds the 1 mV calibration pulses and
 ``text_lines`` the glyphs of text lines; ``box_between_text`` is the trace area between header and
 footer text, ``grid_strength`` how strongly the paper is ruled, ``estimate_skew`` the page's rotation.
-Used by ``ecgdx.preprocessing`` (trace-area crop), ``ecgdx.layout`` (lead panels, canonical page),
-``ecgdx.orientation``, ``ecgdx.normalize`` and ``ecgdx.digitize``; this module imports none of them.
+Used by ``ecgdx.page.preprocessing`` (trace-area crop), ``ecgdx.page.layout`` (lead panels, canonical page),
+``ecgdx.page.orientation``, ``ecgdx.page.normalize`` and ``ecgdx.signals.digitize``; this module imports none of them.
 
 numpy and OpenCV only.
 """

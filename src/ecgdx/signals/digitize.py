@@ -41,18 +41,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ecgdx import layout as _layout
 from ecgdx.labels import LEADS
-from ecgdx.normalize import normalize_page, rotate_page
-from ecgdx.page_primitives import INK_LEVEL, SKEW_RANGE, estimate_skew, flatten_background
-from ecgdx.preprocessing import decode_image
+from ecgdx.page import layout as _layout
+from ecgdx.page.normalize import normalize_page, rotate_page
+from ecgdx.page.preprocessing import decode_image
+from ecgdx.page.primitives import INK_LEVEL, SKEW_RANGE, estimate_skew, flatten_background
 
 __all__ = ["DEFAULT_FS", "FORMATS", "RHYTHM_FALLBACK", "DigitizedECG", "digitize", "estimate_skew"]
 
 DEFAULT_FS = 500.0
 FORMATS = ("csv", "wfdb", "json")
 RECORD_SECONDS = _layout.RECORD_SECONDS
-# Deskew precision (degrees): smaller angles are left alone (search range: page_primitives.SKEW_RANGE).
+# Deskew precision (degrees): smaller angles are left alone (search range: primitives.SKEW_RANGE).
 _SKEW_MIN = 0.05
 # Half height (mm) of the window read around each row's baseline (1.9 mV; tall waves of 6x2 pages
 # print into the neighbouring rows, 21.7 mm apart).
@@ -308,7 +308,7 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
         fs: output sampling rate (Hz), 50..2000.
         deskew: estimate and undo a rotation (+/- 15 deg with normalize, else +/- 4 deg).
         normalize: flatten a photographed sheet's perspective and even out its lighting first
-            (``ecgdx.normalize``; a clean scan passes unchanged).
+            (``ecgdx.page.normalize``; a clean scan passes unchanged).
 
     Returns:
         ``DigitizedECG``.

@@ -1,6 +1,6 @@
 """Draw a 12-lead signal as a paper ECG page, with the exact pixel <-> signal mapping as ground truth.
 
-The pages imitate the EDAN SE-3 printouts of the Mendeley dataset (see ``ecgdx.layout``):
+The pages imitate the EDAN SE-3 printouts of the Mendeley dataset (see ``ecgdx.page.layout``):
 
 - ``3x4``: pink grid, rows I|aVR|V1|V4, II|aVL|V2|V5, III|aVF|V3|V6 of 2.5 s each, then a 10 s
   lead-II rhythm strip; a 1 mV calibration pulse at the left of every row; separator lines.

@@ -1,4 +1,4 @@
-"""Tests of ecgdx.findings: the criteria on constructed measurements whose answer is known, the Q-wave
+"""Tests of ecgdx.signals.findings: the criteria on constructed measurements whose answer is known, the Q-wave
 measurement on constructed beats, a rendered inferior-STEMI page end to end, and real pages.
 
 The real-data test reads ECGDX_DATA_DIR (default <repo>/../shared/data) and is skipped only when
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from realdata import DEV_DIR, require, sample_dev_rows
 
-from ecgdx.findings import NOTE, Findings, QWave, assess, measure_q_waves
 from ecgdx.labels import LEADS
+from ecgdx.signals.findings import NOTE, Findings, QWave, assess, measure_q_waves
 
 FS = 500.0
 # The issue's page: inferior ST elevation with reciprocal depression in aVL, "Normal 70%" by the model.
@@ -196,10 +196,10 @@ def test_measure_q_waves_on_constructed_beats():
 def test_rendered_inferior_stemi_page_end_to_end():
     """Draw an inferior STEMI with Q waves as a paper ECG, read it back, measure, assess."""
     pytest.importorskip("neurokit2")
-    from ecgdx.digitize import digitize
-    from ecgdx.findings import r_peaks
-    from ecgdx.measure import measure
-    from ecgdx.render import printer_filter, render_page
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.findings import r_peaks
+    from ecgdx.signals.measure import measure
+    from ecgdx.signals.render import printer_filter, render_page
 
     signals = printer_filter(record(st={"II": 0.25, "III": 0.3, "aVF": 0.28, "aVL": -0.2},
                                     q_mv={"II": 0.4, "III": 0.5, "aVF": 0.45}), FS)
@@ -219,9 +219,9 @@ def test_real_pages_mi_meets_stemi_criteria_normal_does_not():
     """The dataset's MI pages are acute infarctions: most meet the STEMI criteria; normal pages rarely."""
     require(DEV_DIR)
     pytest.importorskip("neurokit2")
-    from ecgdx.digitize import digitize
-    from ecgdx.findings import r_peaks
-    from ecgdx.measure import measure
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.findings import r_peaks
+    from ecgdx.signals.measure import measure
 
     met = {"mi": [], "normal": []}
     for row in sample_dev_rows(3):

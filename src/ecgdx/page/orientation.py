@@ -1,7 +1,7 @@
 """Which way up is a page picture? Finds pages turned by 90, 180 or 270 degrees (numpy + OpenCV).
 
 A printed 12-lead page has three cues that need no model, all read from the same ink components
-(``ecgdx.page_primitives``' page analysis, on a copy ~``_WORK_SIDE`` px on its long side):
+(``ecgdx.page.primitives``' page analysis, on a copy ~``_WORK_SIDE`` px on its long side):
 
 - **Calibration pulses**: the 1 mV pulses stand in one column at the LEFT of the trace rows and rise
   from the baseline (tall, narrow outlines). Turned by 180 degrees they sit at the right; turned by
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ecgdx.page_primitives import (
+from ecgdx.page.primitives import (
     INK_LEVEL,
     as_gray,
     component_boxes,

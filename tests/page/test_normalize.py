@@ -11,11 +11,11 @@ from realdata import DEV_DIR, require, sample_dev_rows
 
 from ecgdx.errors import InvalidImageError
 from ecgdx.inference import Predictor
-from ecgdx.normalize import find_sheet, normalize_page, page_perspective, rotate_page
-from ecgdx.orientation import detect_orientation, turn_page
-from ecgdx.preprocessing import load_page
+from ecgdx.page.normalize import find_sheet, normalize_page, page_perspective, rotate_page
+from ecgdx.page.orientation import detect_orientation, turn_page
+from ecgdx.page.preprocessing import load_page
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*/*.png"))
 
 

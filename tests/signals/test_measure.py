@@ -1,4 +1,4 @@
-"""Tests of ecgdx.measure on neurokit2-simulated ECGs with known heart rate, and on bad signals."""
+"""Tests of ecgdx.signals.measure on neurokit2-simulated ECGs with known heart rate, and on bad signals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 nk = pytest.importorskip("neurokit2")
 
 from ecgdx.labels import LEADS  # noqa: E402
-from ecgdx.measure import FIELDS, Measurements, measure  # noqa: E402
+from ecgdx.signals.measure import FIELDS, Measurements, measure  # noqa: E402
 
 FS = 500.0
 
@@ -271,7 +271,7 @@ def test_every_scalar_has_a_flag_and_a_reason():
 def _record(name: str):
     from realdata import CINC_DIR, require
 
-    from ecgdx.render import load_record
+    from ecgdx.signals.render import load_record
 
     require(CINC_DIR)
     return load_record(CINC_DIR / name)
@@ -292,8 +292,8 @@ def test_prolonged_qt_records_have_a_long_qtc(name):
 @pytest.mark.parametrize("name", ["E07500", "E07509"])
 def test_a_rendered_and_digitised_page_measures_like_its_record(name):
     """The page adds little error: PR/QRS within 10 ms and QT within 20 ms of the original record."""
-    from ecgdx.digitize import digitize
-    from ecgdx.render import printer_filter, render_page
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.render import printer_filter, render_page
 
     signals, fs = _record(name)
     page = render_page(printer_filter(signals, fs), fs, layout="3x4", seed=1)
@@ -308,7 +308,7 @@ def test_real_normal_pages_get_normal_qrs_durations():
     mostly read 60-120 ms, and no value outside physiological limits may be shown."""
     from realdata import DEV_DIR, require, sample_dev_rows
 
-    from ecgdx.digitize import digitize
+    from ecgdx.signals.digitize import digitize
 
     require(DEV_DIR)
     files = [r["file"] for r in sample_dev_rows(6) if r["label"] == "normal"]
@@ -335,7 +335,7 @@ def test_a_t_wave_running_into_the_next_p_wave_makes_qt_uncertain():
 
 def test_an_interval_cut_by_the_strip_edge_does_not_make_a_regular_rhythm_irregular():
     """Normal (230) of the dev set: RR 580, then ten of ~850 ms; the 580 is a beat cut by the strip's start."""
-    from ecgdx.measure import Measurements, _rate
+    from ecgdx.signals.measure import Measurements, _rate
 
     fs = 500.0
     rr_ms = [580, 854, 846, 850, 854, 848, 856, 860, 850, 868, 862]

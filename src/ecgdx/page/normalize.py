@@ -1,6 +1,6 @@
 """Page normalisation for photos of paper ECGs: find the paper, undo perspective and rotation, even
 out the lighting. numpy and OpenCV only (torch-free); used by ``ecgdx.inference`` and
-``ecgdx.digitize`` before they read the page.
+``ecgdx.signals.digitize`` before they read the page.
 
 A scan of a clean page passes through unchanged: each step acts only when it measures something to
 correct, and says what it did in ``Normalization.applied``.
@@ -9,12 +9,12 @@ correct, and says what it did in ``Normalization.applied``.
    is a convex quadrilateral covering 20-93 % of the picture, with all four corners inside the
    frame, is taken as the sheet; it is warped to a rectangle with the sheet's own side lengths. A
    picture the sheet fills (a scan), or a sheet cut by the frame, is left alone here.
-2. **Orientation**: ``ecgdx.orientation.detect_orientation`` (calibration pulses at the left, text
+2. **Orientation**: ``ecgdx.page.orientation.detect_orientation`` (calibration pulses at the left, text
    lines along the rows, header at the top); a page on its side or upside down is turned upright.
 3. **Lighting**: the paper's brightness is estimated by a grey-level closing (removes ink and grid
    lines) over a coarse copy; when it varies by more than 12 % across the page (a shadow, a lamp on
    one side), the page is divided by it and rescaled to white paper.
-4. **Rotation**: ``ecgdx.page_primitives.estimate_skew`` (the angle at which the page's horizontal
+4. **Rotation**: ``ecgdx.page.primitives.estimate_skew`` (the angle at which the page's horizontal
    structure projects sharpest), searched over +/- ``max_rotation`` degrees in its fast mode
    (0.1 deg resolution); undone above 0.3 deg.
 5. **Perspective from the page itself** (only when step 1 found no sheet): ``page_perspective``
@@ -37,8 +37,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ecgdx.orientation import detect_orientation, turn_page
-from ecgdx.page_primitives import estimate_skew, flatten_background, shrink
+from ecgdx.page.orientation import detect_orientation, turn_page
+from ecgdx.page.primitives import estimate_skew, flatten_background, shrink
 
 _QUAD_WIDTH = 512  # px width of the copy the sheet is searched on
 _MIN_SHEET, _MAX_SHEET = 0.20, 0.93  # sheet area / picture area for a perspective correction
@@ -57,7 +57,7 @@ class Normalization:
     tilt (counter-clockwise positive), undone when above 0.3 deg. sheet: the sheet's corners in
     input pixels (TL, TR, BR, BL) when a perspective correction was made. lighting: measured
     unevenness of the paper brightness (0 = even; > 0.12 was corrected). turn_deg: how far the
-    picture was turned counter-clockwise to stand upright (0, 90, 180 or 270; ``ecgdx.orientation``).
+    picture was turned counter-clockwise to stand upright (0, 90, 180 or 270; ``ecgdx.page.orientation``).
     page_lines: the slopes of the page's own lines measured when no sheet edge was found (see
     ``page_perspective``), whether or not they led to a correction.
     """
@@ -220,7 +220,7 @@ def page_perspective(gray: np.ndarray, *, refine: bool = False) -> tuple[np.ndar
     Horizontal lines (grid rules, trace baselines, text lines, the header rule) are measured in
     three bands from top to bottom, vertical lines (grid rules, lead separators, calibration
     pulses) in three bands from left to right: each band's slope is the one at which its dark
-    structure projects sharpest (as ``ecgdx.page_primitives.estimate_skew``). To first order, a
+    structure projects sharpest (as ``ecgdx.page.primitives.estimate_skew``). To first order, a
     perspective view of the page tilts horizontal lines by ``d - g * v`` and vertical lines by
     ``b - h * u`` at normalised page coordinates (u, v); straight-line fits through the bands'
     slopes give d, g, b, h, hence a homography that maps the page back.

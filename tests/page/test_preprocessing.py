@@ -1,4 +1,4 @@
-"""Tests of ecgdx.preprocessing: decoding and its refusals, trace-area crop, template detection, tensor.
+"""Tests of ecgdx.page.preprocessing: decoding and its refusals, trace-area crop, template detection, tensor.
 
 Synthetic pages (tests/synthetic.py) carry exact ground truth. The real-data tests read
 ECGDX_DATA_DIR (default <repo>/../shared/data) and are skipped only when that folder is absent.
@@ -18,7 +18,7 @@ from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, label_rows, require, sample
 from synthetic import make_page as _make_page
 
 from ecgdx.errors import InvalidImageError
-from ecgdx.preprocessing import (
+from ecgdx.page.preprocessing import (
     PreprocessSpec,
     crop_trace_area,
     decode_image,

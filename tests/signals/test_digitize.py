@@ -1,6 +1,6 @@
-"""Tests of ecgdx.digitize: round trips through rendered pages, real pages, outputs, bad inputs.
+"""Tests of ecgdx.signals.digitize: round trips through rendered pages, real pages, outputs, bad inputs.
 
-Rendered pages (ecgdx.render) give the exact truth. The real-data tests read ECGDX_DATA_DIR
+Rendered pages (ecgdx.signals.render) give the exact truth. The real-data tests read ECGDX_DATA_DIR
 (default <repo>/../shared/data) and are skipped only when that folder is absent.
 """
 
@@ -18,10 +18,10 @@ import pytest
 from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, require
 
 from ecgdx.cli import main
-from ecgdx.digitize import RHYTHM_FALLBACK, DigitizedECG, digitize, estimate_skew
 from ecgdx.errors import InvalidImageError, NotAnEcgError
 from ecgdx.labels import LEADS
-from ecgdx.render import Distortions, printer_filter, render_page
+from ecgdx.signals.digitize import RHYTHM_FALLBACK, DigitizedECG, digitize, estimate_skew
+from ecgdx.signals.render import Distortions, printer_filter, render_page
 
 FS = 500.0
 HEADER = ["time", "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -179,7 +179,7 @@ def test_digitize_cli_measure_writes_findings(tmp_path):
 def _relabelled_strip(text: str | None) -> np.ndarray:
     """A rendered 3x4 page whose rhythm strip label is whited out and, unless None, printed as
     ``text`` in the renderer's own label font (so the panel labels are its templates)."""
-    from ecgdx.render import _label  # the renderer's label drawing: same font and placement
+    from ecgdx.signals.render import _label  # the renderer's label drawing: same font and placement
 
     page, _ = _round_trip("3x4")
     image = page.image.copy()
@@ -321,7 +321,7 @@ def test_dev_pages_rhythm_labels_read_right_or_not_at_all():
 
 def test_heart_rate_from_the_rhythm_strip_is_plausible(twins):
     pytest.importorskip("neurokit2")
-    from ecgdx.measure import measure
+    from ecgdx.signals.measure import measure
 
     for name, _, full, half in twins:
         rates = [measure(d, d.fs).heart_rate_bpm for d in (full, half)]

@@ -11,8 +11,8 @@ import pytest
 from realdata import DEV_DIR, FULLRES_DIR
 from synthetic import make_page
 
-from ecgdx.gate import GATE_THRESHOLD, GateResult, assess_page
-from ecgdx.preprocessing import decode_image
+from ecgdx.page.gate import GATE_THRESHOLD, GateResult, assess_page
+from ecgdx.page.preprocessing import decode_image
 
 # PNGs checked by the default test run (every 10th of the sorted list: all classes and both templates).
 PNG_SAMPLE_STEP = 10

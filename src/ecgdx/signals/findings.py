@@ -1,7 +1,7 @@
 """Criteria-based findings from ECG measurements, stated beside the model's answer.
 
 ``assess(measurements, q_waves=None) -> Findings`` checks the standard criteria a reader of an ECG
-checks, on the numbers ``ecgdx.measure`` (and ``measure_q_waves`` here) made from the digitised
+checks, on the numbers ``ecgdx.signals.measure`` (and ``measure_q_waves`` here) made from the digitised
 signals. Each finding names its leads and values and the rule it met; the criteria that were checked
 and not met, and those that could not be checked (a measurement is missing), are listed too, so a
 page without findings is not mistaken for a normal ECG.
@@ -12,7 +12,7 @@ Criteria and their sources:
   et al., Circulation 2018;138:e618-e651): new ST elevation in two contiguous leads of >= 0.1 mV in
   all leads but V2-V3, and in V2-V3 >= 0.2 mV (the definition's cut-point for men >= 40 years;
   0.25 mV for men < 40 and 0.15 mV for women; age and sex are not known here). Our ST level is
-  measured at J + 60 ms (``ecgdx.measure``), where the definition reads it at the J point.
+  measured at J + 60 ms (``ecgdx.signals.measure``), where the definition reads it at the J point.
   Territories: inferior (II, III, aVF), anterior (V1-V4), lateral (I, aVL, V5, V6). Reciprocal ST
   depression (>= 0.05 mV) is reported in the opposite territory: inferior <-> I and aVL, anterior
   and lateral -> the inferior leads.
@@ -207,7 +207,7 @@ def assess(measurements: Any, q_waves: Mapping[str, Any] | None = None) -> Findi
     """Check the criteria (module docstring) on measurements.
 
     Args:
-        measurements: an ``ecgdx.measure.Measurements`` or its ``to_dict()`` (as stored).
+        measurements: an ``ecgdx.signals.measure.Measurements`` or its ``to_dict()`` (as stored).
         q_waves: lead -> ``QWave`` or its ``to_dict()``, from ``measure_q_waves``; None when Q
             waves were not measured (the Q criterion is then listed as not assessed).
 
@@ -451,12 +451,12 @@ def _one_q(x: np.ndarray, fs: float, peak: int) -> tuple[float, float, float] | 
 
 
 def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
-    """R-peak sample indices on the record's time axis from neurokit2 on the rhythm signal ``ecgdx.measure``
+    """R-peak sample indices on the record's time axis from neurokit2 on the rhythm signal ``ecgdx.signals.measure``
     uses; empty when none are found. Code that has run ``measure`` uses its ``Measurements.r_peaks``
     instead (the same beats, refined and with missed ones searched back, and no second detection)."""
     import warnings
 
-    from ecgdx import measure as _measure
+    from ecgdx.signals import measure as _measure
 
     source, segment, offset = _measure.rhythm_signal({k: np.asarray(v, float) for k, v in leads.items()}, fs)
     if source is None:
