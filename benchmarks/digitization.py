@@ -67,11 +67,18 @@ def truth_rate(signals: np.ndarray, fs: float) -> float | None:
     """Heart rate (bpm) of the original record from a detector built unlike ``ecgdx.signals.measure``'s: the
     peaks of the summed absolute slope of all 12 leads, each lead scaled to its own 99th percentile
     and capped (so that spikes or noise in one lead cannot make beats on their own), >= 250 ms
-    apart, above 40 % of the sum's 99th percentile and at least half the typical peak. A beat the
-    measuring code misses on lead II is not missed here too."""
+    apart, above 40 % of the sum's 99th percentile and at least half the typical peak, and steep in
+    at least three quarters of the leads (a QRS is steep in nearly every lead; the tall T and P
+    waves of a fast rhythm, or noise in a few chest leads, are not). A beat the measuring code misses
+    on lead II is not missed here too."""
     per_lead = np.abs(np.diff(np.nan_to_num(signals), axis=1))
     scale = np.percentile(per_lead, 99, axis=1, keepdims=True)
-    peaks = _slope_peaks(np.minimum(per_lead / np.where(scale > 0, scale, 1.0), 1.5).sum(axis=0), fs)
+    scaled = np.minimum(per_lead / np.where(scale > 0, scale, 1.0), 1.5)
+    peaks = _slope_peaks(scaled.sum(axis=0), fs)
+    live = scale[:, 0] > 0
+    reach = int(round(0.04 * fs))
+    peaks = [p for p in peaks
+             if (scaled[live, max(0, p - reach) : p + reach + 1].max(axis=1) > 0.5).sum() >= 0.75 * live.sum()]
     return 60.0 * fs / float(np.mean(np.diff(peaks))) if len(peaks) >= 3 else None
 
 
