@@ -12,6 +12,7 @@ A picture goes through these modules in this order (``ecgdx.inference.Predictor`
    trace area without header and footer text);
 5. ``gate.assess_page`` decides whether the picture is an ECG page the model may read.
 
-``primitives`` holds the measurements these steps share (ink and grid levels, pulses, text lines,
-skew). No module here imports torch or Albumentations (``tests/test_torch_free.py``).
+``analysis.PageAnalysis`` is the page at the working scale (flattened paper, ink, components,
+calibration pulses), each computed once and read by the crop and the layout alike; ``primitives``
+holds the measurements the steps share (ink and grid levels, pulses, text lines, skew). No module here imports torch or Albumentations (``tests/test_torch_free.py``).
 """

@@ -28,23 +28,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ecgdx.errors import NotAnEcgError
 from ecgdx.labels import LEADS
+from ecgdx.page.analysis import PageAnalysis
 from ecgdx.page.primitives import (
     GRID_LEVEL,
-    INK_LEVEL,
-    WORK_WIDTH,
-    as_gray,
     box_between_text,
-    component_boxes,
-    find_pulses,
-    flatten_background,
     grid_strength,
-    shrink,
 )
 
 __all__ = [
@@ -193,16 +188,8 @@ class PageLayout:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Work:
-    """The page at the working scale. factor: page px per working px (integer shrink).
-
-    flat: (h, w) uint8 background-flattened page (paper ~255). ink: (h, w) uint8 0/1, flat < INK_LEVEL.
-    """
-
-    factor: int
-    flat: np.ndarray
-    ink: np.ndarray
+# The page at the working scale: ecgdx.page.analysis.PageAnalysis (factor, flat, ink, boxes, pulses).
+_Work = PageAnalysis
 
 
 # A vertical separator line: (centre x, half width, top y, bottom y), working pixels.
@@ -235,16 +222,14 @@ class _Analysis:
     layout: PageLayout
 
 
-def _prepare(gray: np.ndarray) -> _Work:
-    """Shrink to ~WORK_WIDTH by an integer factor, flatten the paper, threshold the ink.
+def _prepare(gray: Any) -> _Work:
+    """The page's working-scale analysis (shrunk to ~WORK_WIDTH, paper flattened, ink thresholded).
 
     The ink threshold is a fixed fraction (INK_LEVEL / 255 = 63 %) of the local paper brightness:
-    the flattening divides by it. Pink grid lines turn ~185-240 gray, printed ink < 120.
+    the flattening divides by it. Pink grid lines turn ~185-240 gray, printed ink < 120. A
+    ``PageAnalysis`` passed in is used as it is, with whatever it has computed already.
     """
-    factor = max(1, round(gray.shape[1] / WORK_WIDTH))
-    flat = flatten_background(shrink(gray, factor))
-    ink = (flat < INK_LEVEL).view(np.uint8)
-    return _Work(factor, flat, ink)
+    return PageAnalysis.of(gray)
 
 
 def _runs(mask_1d: np.ndarray) -> list[tuple[int, int]]:
@@ -320,8 +305,8 @@ def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
     Header and footer are found as in ``preprocessing.locate_trace_area``: text lines ending above
     the middle of the first pulse, and starting below the last pulse's baseline.
     """
-    boxes = component_boxes(work.ink)
-    pulses, n_rows = find_pulses(boxes, work.ink)
+    boxes = work.boxes
+    pulses, n_rows = work.pulses
     if n_rows < 3:
         raise NotAnEcgError(
             "no ECG lead layout found: fewer than 3 calibration pulses (the square 1 mV steps at the "
@@ -495,14 +480,15 @@ def _coverage(ink: np.ndarray, x0: float, x1: float, y0: int, y1: int) -> float:
     return float(ink[y0:y1, c0:c1].any(axis=0).mean())
 
 
-def analyse_layout(gray: np.ndarray, measure_grid: bool = True) -> _Analysis:
+def analyse_layout(gray: Any, measure_grid: bool = True) -> _Analysis:
     """Everything find_lead_panels reports, plus the working-scale data canonical_page needs.
 
+    gray: the page, or its ``PageAnalysis`` (shared with the crop; nothing is computed twice).
     measure_grid=False skips the grid measurements (~5 ms at full resolution), which drawing does not
     need: the layout then reports has_grid False and a template without the grid suffix ('3x4').
     """
-    gray = as_gray(gray)
     work = _prepare(gray)
+    gray = work.gray
     height, width = work.ink.shape
     rows, text_limits = _find_rows(work)
     design = _DESIGNS.get(len(rows))
@@ -664,7 +650,7 @@ def find_lead_panels(gray: np.ndarray) -> PageLayout:
 
 
 def canonical_page(
-    gray: np.ndarray,
+    gray: Any,
     height: int = 384,
     width: int = 768,
     seconds_per_lead: float = 2.5,
@@ -691,7 +677,7 @@ def canonical_page(
     to the output, which gives anti-aliased dark lines on white.
 
     Args:
-        gray: (H, W) uint8 uncropped page, any resolution.
+        gray: (H, W) uint8 uncropped page, any resolution, or its ``PageAnalysis``.
         height, width: output size (>= 16 each); the default 384 x 768 gives 3.07 px/mm across and
             3.2 px/mm down.
         seconds_per_lead: seconds of each lead shown, 0 < s <= 2.5.

@@ -40,15 +40,12 @@ import numpy as np
 
 from ecgdx.errors import InvalidImageError
 from ecgdx.labels import TEMPLATES, UNKNOWN_TEMPLATE
+from ecgdx.page.analysis import PageAnalysis
 from ecgdx.page.primitives import (
     GRID_LEVEL,
-    INK_LEVEL,
     WORK_WIDTH,
     as_gray,
     box_between_text,
-    component_boxes,
-    find_pulses,
-    flatten_background,
     grid_strength,
     shrink,
 )
@@ -643,15 +640,11 @@ def _template_of(layout: _Layout) -> str:
     return UNKNOWN_TEMPLATE
 
 
-def _analyse(gray: np.ndarray) -> _Layout:
-    """Trace-area box, trace-row count and grid strength of a (H, W) uint8 page."""
-    factor = max(1, round(gray.shape[1] / WORK_WIDTH))
-    work = shrink(gray, factor)
-    flat = flatten_background(work)
-    ink = (flat < INK_LEVEL).view(np.uint8)
-    boxes = component_boxes(ink)
-
-    pulses, rows = find_pulses(boxes, ink)
+def _analyse(gray: Any) -> _Layout:
+    """Trace-area box, trace-row count and grid strength of a (H, W) uint8 page or its ``PageAnalysis``."""
+    analysis = PageAnalysis.of(gray)
+    gray, factor, flat, ink, boxes = analysis.gray, analysis.factor, analysis.flat, analysis.ink, analysis.boxes
+    pulses, rows = analysis.pulses
     box = None
     method = "pulses"
     if rows >= 2:
@@ -666,11 +659,11 @@ def _analyse(gray: np.ndarray) -> _Layout:
     if box is None:
         box = _box_from_traces(boxes, ink)
         method = "traces"
-    if box is None or not _plausible(box, work.shape):
-        box = _fraction_box(work.shape)
+    if box is None or not _plausible(box, flat.shape):
+        box = _fraction_box(flat.shape)
         method = "fallback"
     grid = grid_strength(flat, box)
-    return _Layout(_to_original(box, factor, work.shape, gray.shape), method, rows, grid)
+    return _Layout(_to_original(box, factor, flat.shape, gray.shape), method, rows, grid)
 
 
 def _box_from_traces(boxes: np.ndarray, ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -826,8 +819,9 @@ def preprocess_with_details(
     page = load_page(image, spec)
     gray = page.gray
     height, width = gray.shape
+    analysis = PageAnalysis(gray)  # read by the crop and by the canonical layout alike
     if spec.crop == "auto":
-        layout = _analyse(gray)
+        layout = _analyse(analysis)
         box, method, template = layout.box, layout.method, _template_of(layout)
     else:
         box, method, template = (0, 0, width, height), "none", UNKNOWN_TEMPLATE
@@ -838,7 +832,7 @@ def preprocess_with_details(
                     zip(box, (page.original_size[1], page.original_size[0]) * 2, strict=True))
     out, layout_method = None, "page"
     if spec.layout == "canonical":
-        out = _canonical_input(gray, spec)
+        out = _canonical_input(analysis, spec)
         layout_method = "fallback" if out is None else "canonical"
     if out is None:
         out = _enhance_and_resize(cropped, spec)
@@ -852,7 +846,7 @@ def preprocess_with_details(
 _CANONICAL_ASPECT = (384, 768)
 
 
-def _canonical_input(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray | None:
+def _canonical_input(gray: Any, spec: PreprocessSpec) -> np.ndarray | None:
     """(spec.height, spec.width) uint8 canonical page, or None when the page has no lead layout.
 
     No CLAHE and no median: the canonical page is already clean ink on white, CLAHE would stretch
