@@ -61,16 +61,10 @@ def paired_gain(labels: np.ndarray, ensemble_pred: np.ndarray, member_pred: np.n
 
 def summary_row(name: str, report: dict) -> str:
     """One markdown row: the chosen rule's macro-F1 (CI) and sensitivities, overall and per template."""
+    from ecgdx.cv import _fmt as fmt  # the cv report's own cell format: value (low–high)
+
     rule = report["chosen_rule"]
     block = report["rules"][rule]
-
-    def fmt(cell: dict) -> str:
-        if cell["value"] is None:
-            return "–"
-        if cell["low"] is None:
-            return f"{cell['value']:.3f}"
-        return f"{cell['value']:.3f} ({cell['low']:.2f}–{cell['high']:.2f})"
-
     overall = block["all"]
     cells = [name, rule, fmt(overall["macro_f1"])]
     cells += [fmt(overall["sensitivity"][key]) for key in ("mi", "history_of_mi", "abnormal_heartbeat", "normal")]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -24,13 +23,6 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _distort():
-    spec = importlib.util.spec_from_file_location("robustness_benchmark", ROOT / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.distort
 
 
 def read(gray: np.ndarray) -> dict:
@@ -59,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no manifest at {manifest}; make one with `ecgdx data index DATA_DIR --out {manifest}`")
     with open(manifest, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == args.split][:: max(1, args.every)]
-    distort = _distort()
+    from robustness import distort  # the sibling script (benchmarks/ is on sys.path when run)
+
     started = time.perf_counter()
     pages = []
     for index, row in enumerate(rows):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from benchmark_modules import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "digitization.py"
-_SPEC = importlib.util.spec_from_file_location("digitization_benchmark", _PATH)
-benchmark = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(benchmark)
+benchmark = load_benchmark("digitization")
 
 FS = 500.0
 

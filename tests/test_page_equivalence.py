@@ -5,16 +5,12 @@ new reference (`python benchmarks/page_equivalence.py --write`) and says why in 
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 from realdata import DATA_DIR, DEV_DIR, require
 
-_SPEC = importlib.util.spec_from_file_location(
-    "page_equivalence", __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "page_equivalence.py")
-equivalence = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(equivalence)
+equivalence = load_benchmark("page_equivalence")
 
 
 def test_the_comparison_notices_a_changed_page_and_changed_labels():

@@ -14,6 +14,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 from realdata import DATA_DIR, DEV_DIR, FULLRES_DIR, label_rows, require, sample_dev_rows
 from synthetic import PAGE_MM
 from synthetic import make_page as _make_page
@@ -458,18 +459,6 @@ def test_real_find_lead_panels_on_all_dev_pages():
     assert refused <= 0.01 * len(rows), "\n".join(failures[:20])
 
 
-def _robustness_benchmark():
-    """benchmarks/robustness.py as a module: the photo distortion the accuracy targets are scored on."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
-    spec = importlib.util.spec_from_file_location("robustness_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_real_photographed_pages_keep_their_lead_layout():
     """The benchmark's "moderate photo" (tilt <= 5 deg, sheet on a table in 2 % perspective, shadow,
     JPEG 50), normalised as the Predictor does, still reads as a lead layout. Before the duplicate
@@ -479,7 +468,7 @@ def test_real_photographed_pages_keep_their_lead_layout():
     require(DEV_DIR)
     from ecgdx.page.normalize import normalize_page
 
-    distort = _robustness_benchmark().distort
+    distort = load_benchmark("robustness").distort
     lost = []
     rows = sample_dev_rows(3, exclude=RHYTHM_ONLY_PAGES)
     for index, row in enumerate(rows):

@@ -5,24 +5,17 @@ digitiser that lowers it must update the reference and say why; one that raises 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 from realdata import CINC_DIR, DATA_DIR, require
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = json.loads((REPO / "tests" / "fixtures" / "digitization_snr_reference.json").read_text())["pages"]
 TOLERANCE_DB = 0.5
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("digitization_benchmark", REPO / "benchmarks" / "digitization.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_real_records_read_back_with_the_recorded_snr():
@@ -32,7 +25,7 @@ def test_real_records_read_back_with_the_recorded_snr():
     from ecgdx.signals.digitize import digitize
     from ecgdx.signals.render import Distortions, load_record, printer_filter, render_page
 
-    bench = _benchmark()
+    bench = load_benchmark("digitization")
     todo, _ = bench.tasks(DATA_DIR, 0, ["3x4", "6x2"], ["clean", "mild"], 40.0)  # the benchmark's seeds
     worse, checked = [], 0
     for source, _, pages, lowpass in todo:
