@@ -94,3 +94,48 @@ def test_loading_a_non_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bogus)
     with pytest.raises(ModelError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_batchnorm_recalibration_replaces_stale_running_statistics():
+    from ecgdx.training import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    layer = torch.nn.BatchNorm2d(3, momentum=0.01)  # seed_cnn's Keras momentum
+    frozen = torch.nn.BatchNorm2d(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), layer, frozen)
+    model.train()
+    frozen.eval()  # a frozen stage keeps its statistics
+    frozen_before = frozen.running_var.clone()
+    batches = [torch.randn(8, 1, 6, 6) * 0.01 for _ in range(5)]  # tiny activations, like a first conv's
+    for x in batches:  # a few momentum-0.01 steps leave the initial variance of 1.0 dominant
+        model(x)
+    with torch.no_grad():
+        true_var = torch.cat([model[0](x) for x in batches]).var(dim=(0, 2, 3))
+    assert (layer.running_var / true_var).min() > 10
+    model.train()
+    frozen.eval()
+    # recalibrate_batchnorm calls model.train(); a model that freezes layers overrides train()
+    model.train = lambda mode=True: model  # noqa: ARG005
+    assert recalibrate_batchnorm(model, batches, max_batches=5) == 1
+    torch.testing.assert_close(layer.running_var, true_var, rtol=0.05, atol=0)
+    assert layer.momentum == 0.01
+    torch.testing.assert_close(frozen.running_var, frozen_before)
+
+
+def test_batchnorm_recalibration_in_training_changes_statistics_not_the_training_stream(tmp_path):
+    runs = {}
+    for name, batches in (("plain", 0), ("recal", 3)):
+        cfg = load_config(SMOKE, [f"out_dir={tmp_path}", f"name={name}", "train.epochs=2",
+                                  f"train.bn_recalibration_batches={batches}"])
+        train(cfg, progress=False, final_evaluation=False)
+        runs[name] = (json.loads((tmp_path / name / "history.json").read_text()),
+                      torch.load(tmp_path / name / "last.pt", weights_only=False)["state_dict"])
+    (plain_history, plain_state), (recal_history, recal_state) = runs["plain"], runs["recal"]
+    # Same losses in epoch 2: the recalibration after epoch 1 drew nothing from the training stream
+    # and BatchNorm statistics do not enter training-mode forward passes.
+    assert [r["train_loss"] for r in recal_history] == pytest.approx([r["train_loss"] for r in plain_history], rel=1e-5)
+    conv_weights = [k for k in plain_state if k.endswith("weight") and plain_state[k].ndim == 4]
+    for key in conv_weights:
+        torch.testing.assert_close(recal_state[key], plain_state[key])
+    stats = [k for k in plain_state if k.endswith("running_var")]
+    assert stats and any(not torch.allclose(recal_state[k], plain_state[k]) for k in stats)

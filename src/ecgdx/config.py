@@ -80,6 +80,12 @@ class TrainConfig:
     # Which checkpoint a run keeps: "best_val" (highest validation macro-F1, with early stopping) or
     # "last" (the final epoch; cross-validation uses it, so the held-out fold never picks a checkpoint).
     select: str = "best_val"
+    # >0: before each validation, BatchNorm running statistics are recomputed as a plain average over
+    # this many augmented training batches, with the weights frozen ("precise BN", Wu & Johnson 2021,
+    # arXiv:2105.07576). Needed by seed_cnn's Keras momentum 0.01: after 378 steps its running
+    # variance still carried 0.99**378 = 2% of the initial 1.0, 27-124x the true variance, and every
+    # held-out page was called Normal (docs/evaluation.md).
+    bn_recalibration_batches: int = 0
 
 
 @dataclass

@@ -203,6 +203,35 @@ def load_checkpoint(path: str | Path):
 # ----------------------------------------------------------------------------- training
 
 
+def recalibrate_batchnorm(model, batches, *, max_batches: int, autocast_dtype=None) -> int:
+    """Recompute the running mean/variance of ``model``'s training-mode BatchNorm layers as a plain
+    average over up to ``max_batches`` input batches ((N, C, H, W) tensors, or (x, y) pairs); the
+    weights do not change. Layers a model keeps in eval mode (frozen stages) are left alone.
+    Returns the number of layers recalibrated. Leaves the model in train mode.
+    """
+    import torch
+
+    model.train()
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if not layers or max_batches <= 0:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # None: cumulative average over the batches seen since the reset
+    device = next(model.parameters()).device
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.bfloat16,
+                                         enabled=autocast_dtype is not None):
+        for step, batch in enumerate(batches):
+            if step >= max_batches:
+                break
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            model(x.to(device))
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    return len(layers)
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 2% of the peak learning rate."""
     if warmup > 0 and step < warmup:
@@ -278,16 +307,20 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
 
     augment = build_augmentation(cfg.augment)
     train_set = make_torch_dataset(splits["train"], augment, seed=tc.seed)
+
+    def training_loader(generator):
+        if tc.balance == "sampler":
+            weights = 1.0 / counts[splits["train"].labels]
+            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(weights),
+                                            replacement=True, generator=generator)
+            loader_kwargs = {"sampler": sampler}
+        else:
+            loader_kwargs = {"shuffle": True, "generator": generator}
+        return DataLoader(train_set, batch_size=tc.batch_size, num_workers=tc.num_workers, drop_last=True,
+                          **loader_kwargs)
+
     generator = torch.Generator().manual_seed(tc.seed)
-    if tc.balance == "sampler":
-        weights = 1.0 / counts[splits["train"].labels]
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(weights),
-                                        replacement=True, generator=generator)
-        loader_kwargs = {"sampler": sampler}
-    else:
-        loader_kwargs = {"shuffle": True, "generator": generator}
-    loader = DataLoader(train_set, batch_size=tc.batch_size, num_workers=tc.num_workers, drop_last=True,
-                        worker_init_fn=None, **loader_kwargs)
+    loader = training_loader(generator)
     class_weights = None
     if tc.balance == "class_weights":
         class_weights = torch.as_tensor(counts.sum() / (NUM_CLASSES * counts), dtype=torch.float32).to(tc.device)
@@ -361,6 +394,16 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
             bar.update(1)
         bar.close()
         train_seconds = time.perf_counter() - t0
+        if tc.bn_recalibration_batches > 0:
+            # Its own sampler seed per epoch, so recalibrating leaves the training stream (and resume)
+            # exactly as without it.
+            global_rng = torch.get_rng_state()  # the DataLoader draws its worker seed from it
+            recal_loader = training_loader(torch.Generator().manual_seed(tc.seed * 1000 + epoch + 1))
+            recalibrate_batchnorm(
+                model, ((x.contiguous(memory_format=memory_format), y) for x, y in recal_loader),
+                max_batches=tc.bn_recalibration_batches,
+                autocast_dtype=torch.bfloat16 if tc.precision == "bf16" else None)
+            torch.set_rng_state(global_rng)
         val_logits = predict_logits(model, splits["val"].images, channels_last=tc.channels_last, device=tc.device)
         val_metrics = classification_metrics(splits["val"].labels, softmax(val_logits))
         val_loss = float(criterion(torch.as_tensor(val_logits, dtype=torch.float32).to(tc.device),
