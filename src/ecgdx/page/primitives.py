@@ -232,7 +232,7 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
     Dark structure (ink, and grid lines on ruled paper) is projected onto the vertical axis along
     lines of slope tan(angle); printed pages are made of horizontal lines (grid, rules, text lines,
     trace baselines), so the projection is sharpest (largest sum of squares) at the page's angle.
-    Coarse search on a 4x smaller copy (0.25 deg steps), then 0.02 deg steps at half scale.
+    Coarse search on a 4x smaller copy (0.25 deg steps), then 0.1 and 0.02 deg steps at working scale.
     Args: gray (H, W) uint8 page; max_angle: search range (degrees); fine: refine at full working
     scale in 0.02 deg steps (else at quarter scale in 0.1 deg steps: ~10x faster, for deciding whether
     a page needs rotating at all). Returns the angle, 0.0 for blank pages and for angles at the
@@ -242,7 +242,10 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
     factor = max(1, round(gray.shape[1] / WORK_WIDTH))
     if fine:
         flat = flatten_background(shrink(gray, factor))
-        stages = ((4, 0.25, max_angle), (1, 0.02, 0.3))
+        # The working-scale search (most of the time) in two steps, 0.1 then 0.02 deg, instead of
+        # 31 angles at 0.02: the projection's sharpness varies smoothly over 0.1 deg there
+        # (1106 px wide: 0.1 deg moves a line's ends by 1.9 px, about its width).
+        stages = ((4, 0.25, max_angle), (1, 0.1, 0.3), (1, 0.02, 0.08))
     else:
         # One shrink to quarter working scale, flattened there: the resizes dominated the fast mode.
         h, w = gray.shape
@@ -250,17 +253,19 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
         flat = flatten_background(quarter)
         stages = ((2, 0.5, max_angle), (1, 0.1, 0.6))
     angle = 0.0
+    dark_pixels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for reduce_by, step, span in stages:
-        small = flat if reduce_by == 1 else cv2.resize(flat, (flat.shape[1] // reduce_by, flat.shape[0] // reduce_by),
-                                                    interpolation=cv2.INTER_AREA)
-        weight = np.clip(235.0 - small.astype(np.float32), 0, None)
-        if not fine:
-            weight[weight < 75.0] = 0.0  # fast mode: ink only (traces, text, rules), not the grid
-        ys, xs = np.nonzero(weight)
+        if reduce_by not in dark_pixels:
+            small = flat if reduce_by == 1 else cv2.resize(
+                flat, (flat.shape[1] // reduce_by, flat.shape[0] // reduce_by), interpolation=cv2.INTER_AREA)
+            weight = np.clip(235.0 - small.astype(np.float32), 0, None)
+            if not fine:
+                weight[weight < 75.0] = 0.0  # fast mode: ink only (traces, text, rules), not the grid
+            ys, xs = np.nonzero(weight)
+            dark_pixels[reduce_by] = (ys, xs - small.shape[1] / 2.0, weight[ys, xs])
+        ys, xs, w = dark_pixels[reduce_by]
         if len(ys) < 50:
             return 0.0
-        w = weight[ys, xs]
-        xs = xs - small.shape[1] / 2.0
         candidates = np.arange(angle - span, angle + span + step / 2, step)
         scores = []
         for a in candidates:

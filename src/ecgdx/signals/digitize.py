@@ -61,7 +61,7 @@ _WINDOW_HALF_MM = 19.0
 _MAX_GAP_S = 0.06
 # A jump between the runs of neighbouring columns longer than this (mm) is penalised in the path.
 _MAX_JUMP_MM = 3.0
-# Ink runs of one column closer than this (px) are one run (see _merge_runs).
+# Ink runs of one column closer than this (px) are one run (see _merged_column_runs).
 _MERGE_GAP_PX = 2
 # What the rhythm strip is called when its printed label cannot be read.
 RHYTHM_FALLBACK = "rhythm strip"
@@ -645,7 +645,7 @@ def _read_panel(a, ink, fine: _Fine, row: int, x_left: float, x_right: float) ->
     else:
         flat = fine.flat[oy : oy + mask.shape[0], ox : ox + mask.shape[1]]
     base = a.rows[row].baseline * f
-    runs = [_merge_runs(col, _MERGE_GAP_PX * f) for col in _layout.column_runs(mask)]
+    runs = _merged_column_runs(mask, _MERGE_GAP_PX * f)
     path, jumps = _cheapest_path(runs, base - oy * f, _MAX_JUMP_MM * a.ppm * f)
     limits = _shared_limits(a, row, oy, f, mask.shape[0])
     crossing = _crossing_columns(path, limits)
@@ -721,16 +721,24 @@ def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tup
     return out, cut
 
 
-def _merge_runs(runs: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Join ink runs of one column separated by at most ``gap`` px: a steep thin stroke drawn along
-    a column boundary is only partly dark in each column and breaks up at the ink threshold."""
-    merged: list[tuple[int, int]] = []
-    for r0, r1 in runs:
-        if merged and r0 - merged[-1][1] <= gap:
-            merged[-1] = (merged[-1][0], r1)
-        else:
-            merged.append((r0, r1))
-    return merged
+def _merged_column_runs(mask: np.ndarray, gap: int) -> list[list[tuple[int, int]]]:
+    """Per column of a (h, w) 0/1 mask, its [(start, end_exclusive)] ink runs top to bottom, runs
+    separated by at most ``gap`` px joined: a steep thin stroke drawn along a column boundary is
+    only partly dark in each column and breaks up at the ink threshold."""
+    h, w = mask.shape
+    padded = np.zeros((w, h + 2), np.int8)
+    padded[:, 1:-1] = mask.T
+    edges = np.diff(padded, axis=1)
+    cols, starts = np.nonzero(edges == 1)  # row-major over the transposed mask: column by column
+    ends = np.nonzero(edges == -1)[1]
+    joined = np.zeros(len(cols), bool)
+    joined[1:] = (cols[1:] == cols[:-1]) & (starts[1:] - ends[:-1] <= gap)
+    first = np.flatnonzero(~joined)
+    last = np.concatenate([first[1:] - 1, [len(cols) - 1]]) if len(first) else first
+    runs: list[list[tuple[int, int]]] = [[] for _ in range(w)]
+    for c, r0, r1 in zip(cols[first].tolist(), starts[first].tolist(), ends[last].tolist(), strict=True):
+        runs[c].append((r0, r1))
+    return runs
 
 
 def _panel_window(a, ink, row: int, x_left: float, x_right: float):
@@ -821,17 +829,29 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
 
 
 @dataclass
-class _Column:
-    """One inked column: centre-line extremes lo (top) .. hi (bottom) and darkness-weighted centre (px)."""
+class _Columns:
+    """The inked columns of a panel, as arrays: x (int), centre-line extremes lo (top) .. hi
+    (bottom) and the darkness-weighted centre (px)."""
 
-    x: int
-    lo: float
-    hi: float
-    centre: float
+    x: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    centre: np.ndarray
 
     @property
-    def tall(self) -> bool:
+    def tall(self) -> np.ndarray:
         return self.hi - self.lo >= 1.0
+
+
+def _consecutive_runs(flags: np.ndarray, x: np.ndarray) -> list[tuple[int, int]]:
+    """[(k, j)] index ranges (inclusive) of consecutive flagged entries whose x values step by 1."""
+    index = np.flatnonzero(flags)
+    if not len(index):
+        return []
+    breaks = (np.diff(index) != 1) | (np.diff(x[index]) != 1)
+    starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+    ends = np.concatenate([np.flatnonzero(breaks), [len(index) - 1]])
+    return list(zip(index[starts].tolist(), index[ends].tolist(), strict=True))
 
 
 def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
@@ -855,26 +875,28 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     c_idx = np.array(cols)
     r0 = np.array([path[c][0] for c in cols])
     r1 = np.array([path[c][1] for c in cols])
-    # Darkness with a zero row above and below, and its running sums down each column, so a run's
-    # total darkness and centre are differences of two cumulative sums (vectorised over columns).
-    padded = np.zeros((h + 2, dark.shape[1]), np.float32)
-    padded[1:-1] = dark
-    sums = np.concatenate([np.zeros((1, dark.shape[1]), np.float32), np.cumsum(padded, axis=0)])
-    rows = np.arange(-1, h + 1, dtype=np.float32)[:, None]
-    moments = np.concatenate([np.zeros((1, dark.shape[1]), np.float32), np.cumsum(padded * rows, axis=0)])
-    tops = r0 + (1.0 - padded[r0 + 1, c_idx]) - padded[r0, c_idx]
-    bottoms = r1 - (1.0 - padded[r1, c_idx]) + padded[r1 + 1, c_idx]
-    lo, hi = r0 - 1, r1 + 1  # rows [lo, hi) around the run: padded rows lo + 1 .. hi
-    mass = sums[hi + 1, c_idx] - sums[lo + 1, c_idx]
-    moment = moments[hi + 1, c_idx] - moments[lo + 1, c_idx]
+    # Darkness by column (transposed) with a zero row above and below; a run's total darkness and
+    # centre over its rows +/- 1 are sums over one slice of the flattened array each (reduceat),
+    # so only the inked rows are summed, not the whole window.
+    padded = np.zeros((dark.shape[1], h + 2), np.float32)
+    padded[:, 1:-1] = dark.T
+    tops = r0 + (1.0 - padded[c_idx, r0 + 1]) - padded[c_idx, r0]
+    bottoms = r1 - (1.0 - padded[c_idx, r1]) + padded[c_idx, r1 + 1]
+    # Rows r0 - 1 .. r1 of the column are padded rows r0 .. r1 + 1.
+    flat_dark = np.concatenate([padded.ravel(), np.zeros(1, np.float32)])
+    bounds = np.empty(2 * len(cols), np.int64)
+    bounds[0::2] = c_idx * (h + 2) + r0
+    bounds[1::2] = c_idx * (h + 2) + r1 + 2
+    row_of = np.concatenate([np.tile(np.arange(-1, h + 1, dtype=np.float32), dark.shape[1]), np.zeros(1, np.float32)])
+    mass = np.add.reduceat(flat_dark, bounds)[0::2]
+    moment = np.add.reduceat(flat_dark * row_of, bounds)[0::2]
     centres = np.where(mass > 0, moment / np.maximum(mass, 1e-9) + 0.5, (r0 + r1) / 2.0)
     # Line width: the darkness of a column crossed by a flat part of the line (1 = one dark pixel);
     # steep parts and noise make columns darker, never lighter, so a low percentile.
     width = float(np.percentile(mass, 20)) if len(mass) >= 5 else float(np.median(mass))
     width = max(width, 0.5)
-    columns = [_Column(c, t + width / 2.0, b - width / 2.0, m)
-               for c, t, b, m in zip(cols, tops, bottoms, centres, strict=True)]
-    xs = np.array([c.x + 0.5 for c in columns])
+    columns = _Columns(c_idx, tops + width / 2.0, bottoms - width / 2.0, centres)
+    xs = c_idx + 0.5
     ys, extreme = _column_samples(columns)
     xs, ys = _steep_strokes(columns, extreme, xs, ys, path, dark, width)
     # Ends of the line: the first/last inked column and the faint column beyond it (anti-aliased,
@@ -894,7 +916,7 @@ def _beyond(dark: np.ndarray, run: tuple[int, int], c: int) -> float:
     return float(dark[max(0, run[0] - 1) : run[1] + 1, c].sum())
 
 
-def _column_samples(columns: list[_Column]) -> np.ndarray:
+def _column_samples(columns: _Columns) -> tuple[np.ndarray, np.ndarray]:
     """y of the trace at the centre of every inked column (window px).
 
     Mostly the darkness-weighted centre of the column's run: where a flat part, or a steep stroke,
@@ -906,24 +928,18 @@ def _column_samples(columns: list[_Column]) -> np.ndarray:
     but a higher column on one side) is no peak. A column that is both (a whole spike in one
     column) gives the extreme farther from its neighbours' centres.
     """
-    n = len(columns)
-    lo = np.array([c.lo for c in columns])
-    hi = np.array([c.hi for c in columns])
-    centre = np.array([c.centre for c in columns])
-    x = np.array([c.x for c in columns])
-    tall = (hi - lo) >= 1.0
+    lo, hi, centre, x = columns.lo, columns.hi, columns.centre, columns.x
+    n = len(x)
+    tall = columns.tall
     peak = _single_extreme(_extreme_groups(lo, x, tall), lo, x)
     trough = _single_extreme(_extreme_groups(-hi, x, tall), -hi, x)
     ys = centre.copy()
-    for k in range(n):
-        if peak[k] and trough[k]:
-            near = [centre[j] for j in (k - 1, k + 1) if 0 <= j < n and abs(x[j] - x[k]) == 1]
-            around = float(np.mean(near)) if near else centre[k]
-            ys[k] = lo[k] if around - lo[k] >= hi[k] - around else hi[k]
-        elif peak[k]:
-            ys[k] = lo[k]
-        elif trough[k]:
-            ys[k] = hi[k]
+    ys[peak & ~trough] = lo[peak & ~trough]
+    ys[trough & ~peak] = hi[trough & ~peak]
+    for k in np.flatnonzero(peak & trough).tolist():
+        near = [centre[j] for j in (k - 1, k + 1) if 0 <= j < n and abs(x[j] - x[k]) == 1]
+        around = float(np.mean(near)) if near else centre[k]
+        ys[k] = lo[k] if around - lo[k] >= hi[k] - around else hi[k]
     return ys, peak | trough
 
 
@@ -932,21 +948,16 @@ def _single_extreme(flags: np.ndarray, level: np.ndarray, x: np.ndarray) -> np.n
     (the middle one of ties). A sharp peak drawn with a line of width w has a flat top w wide;
     giving every column of it the peak height would widen the peak, its flanks are read as strokes."""
     out = np.zeros_like(flags)
-    k, n = 0, len(flags)
-    while k < n:
-        if not flags[k]:
-            k += 1
+    for k, j in _consecutive_runs(flags, x):
+        if j == k:  # most runs are one column
+            out[k] = True
             continue
-        j = k
-        while j + 1 < n and flags[j + 1] and x[j + 1] == x[j] + 1:
-            j += 1
         best = np.flatnonzero(level[k : j + 1] <= level[k : j + 1].min() + 0.25)
         out[k + int(best[len(best) // 2])] = True
-        k = j + 1
     return out
 
 
-def _steep_strokes(columns: list[_Column], extreme: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: np.ndarray,
                    path: list[tuple[int, int] | None], dark: np.ndarray, width: float):
     """Read steep strokes row by row instead of column by column; returns (x, y) sorted by x.
 
@@ -958,27 +969,18 @@ def _steep_strokes(columns: list[_Column], extreme: np.ndarray, xs: np.ndarray, 
     columns (plus one on each side) is not one run of at most 2 w + 2 px (a flat part, or two
     strokes) give no sample; a stroke with fewer than two row samples keeps its column samples.
     """
-    steep = np.array([c.tall for c in columns]) & ~extreme
+    steep = columns.tall & ~extreme
     if not steep.any():
         return xs, ys
-    keep = np.ones(len(columns), bool)
+    keep = np.ones(len(columns.x), bool)
     new_x: list[float] = []
     new_y: list[float] = []
     limit = 2.0 * width + 2.0
-    n = len(columns)
-    k = 0
-    while k < n:
-        if not steep[k]:
-            k += 1
-            continue
-        j = k
-        while j + 1 < n and steep[j + 1] and columns[j + 1].x == columns[j].x + 1:
-            j += 1
-        c0, c1 = max(0, columns[k].x - 1), min(len(path), columns[j].x + 2)
-        r0 = int(math.ceil(min(c.lo for c in columns[k : j + 1])))
-        r1 = int(math.floor(max(c.hi for c in columns[k : j + 1]))) + 1
+    for k, j in _consecutive_runs(steep, columns.x):
+        c0, c1 = max(0, int(columns.x[k]) - 1), min(len(path), int(columns.x[j]) + 2)
+        r0 = int(math.ceil(columns.lo[k : j + 1].min()))
+        r1 = int(math.floor(columns.hi[k : j + 1].max())) + 1
         if r1 - r0 < limit:  # hardly steeper than the line is wide: the column samples do
-            k = j + 1
             continue
         block = np.zeros((max(0, r1 - r0), c1 - c0), np.float32)
         for c in range(c0, c1):
@@ -1002,7 +1004,6 @@ def _steep_strokes(columns: list[_Column], extreme: np.ndarray, xs: np.ndarray, 
             keep[k : j + 1] = False
             new_x += row_x
             new_y += row_y
-        k = j + 1
     all_x = np.concatenate([xs[keep], np.array(new_x)])
     all_y = np.concatenate([ys[keep], np.array(new_y)])
     order = np.argsort(all_x, kind="stable")
