@@ -139,3 +139,30 @@ def test_batchnorm_recalibration_in_training_changes_statistics_not_the_training
         torch.testing.assert_close(recal_state[key], plain_state[key])
     stats = [k for k in plain_state if k.endswith("running_var")]
     assert stats and any(not torch.allclose(recal_state[k], plain_state[k]) for k in stats)
+
+
+def test_photo_variants_replace_clean_samples_at_the_configured_rate():
+    from ecgdx.training import SplitData, make_torch_dataset
+
+    clean = [np.full((8, 8), 200, np.uint8) for _ in range(40)]
+    photos = [[np.full((8, 8), 10, np.uint8), np.full((8, 8), 20, np.uint8)] for _ in range(40)]
+    split = SplitData(clean, np.zeros(40, np.int64), ["3x4_grid"] * 40, [str(i) for i in range(40)], photos)
+    plain = make_torch_dataset(split, seed=0)
+    assert all(float(plain[i][0].mean()) == pytest.approx(200 / 255) for i in range(40))
+    mixed = make_torch_dataset(split, seed=0, photo_p=0.5)
+    values = [round(float(mixed[i][0].mean()) * 255) for i in range(40)]
+    assert set(values) <= {200, 10, 20}
+    assert 8 <= sum(v != 200 for v in values) <= 32
+    assert {10, 20} <= set(values)
+    mixed.set_epoch(1)  # another epoch draws again
+    assert [round(float(mixed[i][0].mean()) * 255) for i in range(40)] != values
+    subset = split.subset([3, 5])
+    assert subset.names == ["3", "5"] and subset.variants == [photos[3], photos[5]]
+    with pytest.raises(ConfigError, match="data.photo_variants"):
+        make_torch_dataset(SplitData(clean, split.labels, split.templates, split.names), photo_p=0.5)
+
+
+def test_photo_variants_of_synthetic_pages_are_refused(tmp_path):
+    cfg = load_config(SMOKE, [f"out_dir={tmp_path}", "data.photo_variants=2"])
+    with pytest.raises(ConfigError, match="real pages"):
+        train(cfg, progress=False)

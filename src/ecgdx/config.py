@@ -32,6 +32,9 @@ class DataConfig:
     )
     seed_test_fraction: float = 0.2
     cache_dir: str = "cache"  # preprocessed images are cached here, keyed by spec and content hash
+    # >0: also make this many simulated photos of every page (ecgdx.data.photo), normalised and
+    # preprocessed as uploads are, cached beside the clean inputs; augment.photo_p draws from them.
+    photo_variants: int = 0
 
 
 @dataclass
@@ -56,6 +59,9 @@ class AugmentConfig:
     jpeg_quality_min: int = 40
     shadow_p: float = 0.15
     p: float = 0.8  # probability that the geometric block is applied at all
+    # Probability that a training sample is one of its page's photo variants (data.photo_variants)
+    # instead of the clean scan; the augmentation above is applied to either.
+    photo_p: float = 0.0
 
 
 @dataclass

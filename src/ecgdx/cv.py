@@ -58,11 +58,6 @@ def _all_pages(cfg: ExperimentConfig) -> tuple[SplitData, list[str], list[str], 
     return pages, [r.group for r in rows], [r.split for r in rows], fingerprint
 
 
-def _subset(pages: SplitData, idx: np.ndarray) -> SplitData:
-    return SplitData([pages.images[i] for i in idx], pages.labels[idx], [pages.templates[i] for i in idx],
-                     [pages.names[i] for i in idx])
-
-
 def _fold_table(run_dir: Path, pages: SplitData, folds: list[int]) -> None:
     """Write folds.csv, or check that an earlier run of this directory used the same folds."""
     path = run_dir / "folds.csv"
@@ -123,8 +118,8 @@ def cross_validate(cfg: ExperimentConfig, *, folds: int = 5, fold_seed: int = 0,
         rest = np.flatnonzero(fold_arr != k)
         print(f"[cv {cfg.name}] fold {k + 1}/{folds}: train {len(rest)}, held out {len(held)} pages "
               f"({time.perf_counter() - started:.0f} s so far)", flush=True)
-        held_pages = _subset(pages, held)
-        splits = {"train": _subset(pages, rest), "val": held_pages, "test": held_pages}
+        held_pages = pages.subset(held)
+        splits = {"train": pages.subset(rest), "val": held_pages, "test": held_pages}
         t0 = time.perf_counter()
         train(fold_cfg, splits=splits, fingerprint=f"{fingerprint}-fold{k}of{folds}", run_dir=fold_dir,
               resume=(fold_dir / "last.pt").exists(), progress=progress, final_evaluation=False)

@@ -41,6 +41,15 @@ class SplitData:
     labels: np.ndarray
     templates: list[str]
     names: list[str]
+    # Per image, model inputs of simulated photos of the same page (data.photo_variants), or None.
+    variants: list | None = None
+
+    def subset(self, index) -> SplitData:
+        """The images at ``index`` (any sequence of ints), with their variants."""
+        index = [int(i) for i in index]
+        return SplitData([self.images[i] for i in index], self.labels[index], [self.templates[i] for i in index],
+                         [self.names[i] for i in index],
+                         None if self.variants is None else [self.variants[i] for i in index])
 
 
 def seed_everything(seed: int) -> None:
@@ -66,7 +75,13 @@ def load_manifest_pages(cfg: ExperimentConfig) -> tuple[list, SplitData, str]:
         raise DataError(f"{cfg.data.manifest} lists no images")
     images = load_preprocessed([r.path for r in rows], [r.sha256 for r in rows], cfg.preprocess, cfg.data.cache_dir)
     labels = np.asarray([CLASS_KEYS.index(r.label) for r in rows], np.int64)
-    pages = SplitData(images, labels, [r.template for r in rows], [r.relpath for r in rows])
+    variants = None
+    if cfg.data.photo_variants > 0:
+        from ecgdx.data.cache import load_photo_variants
+
+        variants = load_photo_variants([r.path for r in rows], [r.sha256 for r in rows], cfg.preprocess,
+                                       cfg.data.cache_dir, cfg.data.photo_variants, seed=cfg.train.seed)
+    pages = SplitData(images, labels, [r.template for r in rows], [r.relpath for r in rows], variants)
     return rows, pages, manifest_fingerprint(rows)
 
 
@@ -74,6 +89,8 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
     """Return ({"train", "val", "test"} -> SplitData, data fingerprint) for the configured protocol."""
     spec = cfg.preprocess
     size = (spec.height, spec.width)
+    if cfg.data.synthetic > 0 and cfg.data.photo_variants > 0:
+        raise ConfigError("data.photo_variants needs real pages (data.manifest), not data.synthetic")
     if cfg.data.synthetic > 0:
         from ecgdx.data.synthetic import make_synthetic_dataset
 
@@ -93,10 +110,11 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
             idx = [i for i, r in enumerate(rows) if r.split == name]
             if not idx:
                 raise DataError(f"{cfg.data.manifest} has no rows in split {name!r}")
-            splits[name] = SplitData([images[i] for i in idx], labels[idx], [templates[i] for i in idx],
-                                     [names[i] for i in idx])
+            splits[name] = everything.subset(idx)
         return splits, fingerprint
     if cfg.data.protocol == "seed":
+        if cfg.data.photo_variants > 0:
+            raise ConfigError("data.photo_variants works with protocol honest only")
         return _seed_protocol_splits(cfg, images, labels, templates, names), fingerprint + "-seedprotocol"
     raise ConfigError(f"data.protocol must be 'honest' or 'seed', got {cfg.data.protocol!r}")
 
@@ -130,8 +148,14 @@ def _seed_protocol_splits(cfg, images, labels, templates, names) -> dict[str, Sp
     }
 
 
-def make_torch_dataset(split: SplitData, augment=None, seed: int = 0):
-    """A torch Dataset yielding ((1, H, W) float32 in [0, 1], label). Augmentation seeded per (epoch, index)."""
+def make_torch_dataset(split: SplitData, augment=None, seed: int = 0, photo_p: float = 0.0):
+    """A torch Dataset yielding ((1, H, W) float32 in [0, 1], label). Augmentation seeded per (epoch, index).
+
+    photo_p > 0: with that probability a sample is one of its page's photo variants (``split.variants``),
+    chosen by its own generator, so the clean samples' augmentation stream is unchanged.
+    """
+    if photo_p > 0 and (split.variants is None or any(not v for v in split.variants)):
+        raise ConfigError("augment.photo_p > 0 needs photo variants of every page: set data.photo_variants")
     import torch
     from torch.utils.data import Dataset
 
@@ -147,6 +171,11 @@ def make_torch_dataset(split: SplitData, augment=None, seed: int = 0):
 
         def __getitem__(self, index: int):
             image = split.images[index]
+            if photo_p > 0:
+                choice = np.random.default_rng([seed, self.epoch, index, 1])
+                if choice.random() < photo_p:
+                    options = split.variants[index]
+                    image = options[int(choice.integers(len(options)))]
             if augment is not None:
                 image = augment(image, np.random.default_rng([seed, self.epoch, index]))
             tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
@@ -306,7 +335,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
     model = model.to(tc.device).to(memory_format=memory_format)
 
     augment = build_augmentation(cfg.augment)
-    train_set = make_torch_dataset(splits["train"], augment, seed=tc.seed)
+    train_set = make_torch_dataset(splits["train"], augment, seed=tc.seed, photo_p=cfg.augment.photo_p)
 
     def training_loader(generator):
         if tc.balance == "sampler":

@@ -75,3 +75,58 @@ def load_preprocessed(paths: list[str], hashes: list[str], spec, cache_dir: str 
             raise DataError(f"cache entry {target} is unreadable; delete the folder {folder} and retry")
         images.append(image)
     return images
+
+
+def _photo_variant(job: tuple[str, list[str], dict, int, str]) -> list[str]:
+    """Photograph one page ``len(outs)`` times and preprocess each picture as inference does
+    (normalise, then the spec's preprocessing); writes the (H, W) uint8 model inputs."""
+    path, outs, spec_dict, seed, digest = job
+    from ecgdx.data.photo import photograph
+    from ecgdx.page.normalize import normalize_page
+    from ecgdx.page.preprocessing import PreprocessSpec, decode_image, preprocess
+
+    spec = PreprocessSpec.from_dict(spec_dict)
+    gray = decode_image(path)
+    for k, out in enumerate(outs):
+        rng = np.random.default_rng([seed, int(digest[:12], 16), k])
+        flat, _ = normalize_page(photograph(gray, rng))
+        image = _to_uint8(preprocess(flat, spec))
+        tmp = out + ".tmp.png"
+        cv2.imwrite(tmp, image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        os.replace(tmp, out)
+    return path
+
+
+def load_photo_variants(paths: list[str], hashes: list[str], spec, cache_dir: str | Path, variants: int, *,
+                        seed: int = 0, workers: int = 0, progress: bool = True) -> list[list[np.ndarray]]:
+    """For every page, ``variants`` model inputs of simulated photos of it (``ecgdx.data.photo``),
+    each normalised and preprocessed like an upload; computed once, then read from
+    ``cache_dir/<spec-hash>-photo<version>-seed<seed>/<sha256>-<k>.png``."""
+    from ecgdx.data.photo import PHOTO_VERSION
+
+    if len(paths) != len(hashes):
+        raise DataError("paths and hashes differ in length")
+    if variants <= 0:
+        return [[] for _ in paths]
+    folder = Path(cache_dir) / f"{spec_hash(spec)}-photo{PHOTO_VERSION}-seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [[str(folder / f"{digest}-{k}.png") for k in range(variants)] for digest in hashes]
+    todo: dict[str, tuple[str, list[str], dict, int, str]] = {}
+    for path, digest, outs in zip(paths, hashes, targets, strict=True):
+        if digest not in todo and not all(os.path.exists(t) for t in outs):
+            todo[digest] = (path, outs, spec.to_dict(), seed, digest)
+    if todo:
+        workers = workers or min(len(todo), os.cpu_count() or 1)
+        from tqdm import tqdm
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in tqdm(pool.map(_photo_variant, list(todo.values()), chunksize=4), total=len(todo),
+                          desc="photographing pages", unit="page", disable=not progress):
+                pass
+    out = []
+    for outs in targets:
+        images = [cv2.imread(t, cv2.IMREAD_GRAYSCALE) for t in outs]
+        if any(image is None for image in images):
+            raise DataError(f"a photo-variant cache entry under {folder} is unreadable; delete the folder and retry")
+        out.append(images)
+    return out
