@@ -91,6 +91,8 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
     size = (spec.height, spec.width)
     if cfg.data.synthetic > 0 and cfg.data.photo_variants > 0:
         raise ConfigError("data.photo_variants needs real pages (data.manifest), not data.synthetic")
+    if cfg.data.protocol == "seed" and cfg.data.photo_variants > 0:
+        raise ConfigError("data.photo_variants works with protocol honest only")
     if cfg.data.synthetic > 0:
         from ecgdx.data.synthetic import make_synthetic_dataset
 
@@ -113,8 +115,6 @@ def load_splits(cfg: ExperimentConfig) -> tuple[dict[str, SplitData], str]:
             splits[name] = everything.subset(idx)
         return splits, fingerprint
     if cfg.data.protocol == "seed":
-        if cfg.data.photo_variants > 0:
-            raise ConfigError("data.photo_variants works with protocol honest only")
         return _seed_protocol_splits(cfg, images, labels, templates, names), fingerprint + "-seedprotocol"
     raise ConfigError(f"data.protocol must be 'honest' or 'seed', got {cfg.data.protocol!r}")
 
