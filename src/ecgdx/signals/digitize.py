@@ -796,36 +796,39 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
     path: list[tuple[int, int] | None] = [None] * len(runs)
     if not cols:
         return path, 0
+    count = [len(runs[c]) for c in cols]
+    # A column with one run after a column with one run: every path passes both, so the costs
+    # restart from 0 there (only differences between states matter) and nothing needs choosing.
+    # Most columns of a clean trace are like this; only the others are visited below.
+    choosing = [k for k in range(1, len(cols)) if count[k] > 1 or count[k - 1] > 1]
     costs = [0.02 * abs((r0 + r1) / 2.0 - base) for r0, r1 in runs[cols[0]]]
-    back: list[list[int]] = []
-    prev = runs[cols[0]]
-    for c in cols[1:]:
-        current = runs[c]
-        if len(current) == 1 and len(prev) == 1:
-            # One run here and one before: every path passes both, so costs restart from 0 (only
-            # differences between states matter). Most columns of a clean trace are like this.
-            back.append([0])
-            costs, prev = [0.0], current
-            continue
+    back: dict[int, list[int]] = {}
+    last = 0
+    for k in choosing:
+        if k - 1 != last:
+            costs = [0.0]  # column k - 1 restarted the costs
+        prev, current = runs[cols[k - 1]], runs[cols[k]]
         new_costs, choice = [], []
         for run in current:
             steps = [costs[i] + _layout.step_cost(p, run, max_jump) for i, p in enumerate(prev)]
             best = min(range(len(steps)), key=steps.__getitem__)
             new_costs.append(steps[best])
             choice.append(best)
-        back.append(choice)
-        costs, prev = new_costs, current
-    index = int(np.argmin(costs))
-    jumps = 0
-    for k in range(len(cols) - 1, -1, -1):
-        run = runs[cols[k]][index]
-        path[cols[k]] = run
-        if k > 0:
-            index = back[k - 1][index]
-            p = runs[cols[k - 1]][index]
-            if max(0, p[0] - run[1], run[0] - p[1]) > 1:
-                jumps += 1
-    return path, jumps
+        back[k] = choice
+        costs, last = new_costs, k
+    if last != len(cols) - 1:
+        costs = [0.0]
+    chosen = [0] * len(cols)
+    chosen[-1] = int(np.argmin(costs))
+    for k in range(len(cols) - 1, 0, -1):
+        if k in back:
+            chosen[k - 1] = back[k][chosen[k]]
+    chosen_runs = [runs[c][i] for c, i in zip(cols, chosen, strict=True)]
+    for c, run in zip(cols, chosen_runs, strict=True):
+        path[c] = run
+    ends = np.array(chosen_runs).reshape(-1, 2)
+    gaps = np.maximum(0, np.maximum(ends[:-1, 0] - ends[1:, 1], ends[1:, 0] - ends[:-1, 1]))
+    return path, int((gaps > 1).sum())
 
 
 @dataclass
@@ -870,26 +873,20 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
         return np.zeros(0), np.zeros(0), None, None
     inked = flat[flat < INK_LEVEL]
     ink_level = float(np.percentile(inked, 5)) if inked.size else 0.0
-    dark = np.clip((255.0 - flat.astype(np.float32)) / max(1.0, 255.0 - ink_level), 0.0, 1.0)
-    h = flat.shape[0]
+    dark = _Darkness(flat, max(1.0, 255.0 - ink_level))
     c_idx = np.array(cols)
     r0 = np.array([path[c][0] for c in cols])
     r1 = np.array([path[c][1] for c in cols])
-    # Darkness by column (transposed) with a zero row above and below; a run's total darkness and
-    # centre over its rows +/- 1 are sums over one slice of the flattened array each (reduceat),
-    # so only the inked rows are summed, not the whole window.
-    padded = np.zeros((dark.shape[1], h + 2), np.float32)
-    padded[:, 1:-1] = dark.T
-    tops = r0 + (1.0 - padded[c_idx, r0 + 1]) - padded[c_idx, r0]
-    bottoms = r1 - (1.0 - padded[c_idx, r1]) + padded[c_idx, r1 + 1]
-    # Rows r0 - 1 .. r1 of the column are padded rows r0 .. r1 + 1.
-    flat_dark = np.concatenate([padded.ravel(), np.zeros(1, np.float32)])
-    bounds = np.empty(2 * len(cols), np.int64)
-    bounds[0::2] = c_idx * (h + 2) + r0
-    bounds[1::2] = c_idx * (h + 2) + r1 + 2
-    row_of = np.concatenate([np.tile(np.arange(-1, h + 1, dtype=np.float32), dark.shape[1]), np.zeros(1, np.float32)])
-    mass = np.add.reduceat(flat_dark, bounds)[0::2]
-    moment = np.add.reduceat(flat_dark * row_of, bounds)[0::2]
+    tops = r0 + (1.0 - dark.at(r0, c_idx)) - dark.at(r0 - 1, c_idx)
+    bottoms = r1 - (1.0 - dark.at(r1 - 1, c_idx)) + dark.at(r1, c_idx)
+    # Each run's total darkness and centre over its rows +/- 1, from those pixels only (one gather
+    # and one segmented sum), not from running sums over the whole window.
+    lengths = r1 - r0 + 2
+    firsts = np.cumsum(lengths) - lengths
+    rows = np.repeat(r0 - 1, lengths) + (np.arange(int(lengths.sum())) - np.repeat(firsts, lengths))
+    values = dark.at(rows, np.repeat(c_idx, lengths))
+    mass = np.add.reduceat(values, firsts)
+    moment = np.add.reduceat(values * rows.astype(np.float32), firsts)
     centres = np.where(mass > 0, moment / np.maximum(mass, 1e-9) + 0.5, (r0 + r1) / 2.0)
     # Line width: the darkness of a column crossed by a flat part of the line (1 = one dark pixel);
     # steep parts and noise make columns darker, never lighter, so a low percentile.
@@ -909,11 +906,35 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     return xs, ys, start + cap, end - cap
 
 
-def _beyond(dark: np.ndarray, run: tuple[int, int], c: int) -> float:
+class _Darkness:
+    """Darkness of a window's pixels, (255 - flat) / scale clipped to 0..1 (float32), computed only
+    where it is asked for; 0 outside the window."""
+
+    def __init__(self, flat: np.ndarray, scale: float) -> None:
+        self.flat = flat
+        self.scale = scale
+        self.shape = flat.shape
+
+    def _of(self, gray: np.ndarray) -> np.ndarray:
+        return np.clip((255.0 - gray.astype(np.float32)) / self.scale, 0.0, 1.0)
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(n,) float32 darkness at pixels (rows[i], cols[i])."""
+        inside = (rows >= 0) & (rows < self.shape[0]) & (cols >= 0) & (cols < self.shape[1])
+        out = np.zeros(len(rows), np.float32)
+        out[inside] = self._of(self.flat[rows[inside], cols[inside]])
+        return out
+
+    def column(self, c: int, a: int, b: int) -> np.ndarray:
+        """Darkness of column c, rows a..b-1 (clipped to the window)."""
+        return self._of(self.flat[max(0, a) : max(0, b), c])
+
+
+def _beyond(dark: _Darkness, run: tuple[int, int], c: int) -> float:
     """Darkness of column c over the rows of ``run`` +/- 1 (0 outside the window)."""
     if not 0 <= c < dark.shape[1]:
         return 0.0
-    return float(dark[max(0, run[0] - 1) : run[1] + 1, c].sum())
+    return float(dark.column(c, run[0] - 1, run[1] + 1).sum())
 
 
 def _column_samples(columns: _Columns) -> tuple[np.ndarray, np.ndarray]:
@@ -958,7 +979,7 @@ def _single_extreme(flags: np.ndarray, level: np.ndarray, x: np.ndarray) -> np.n
 
 
 def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-                   path: list[tuple[int, int] | None], dark: np.ndarray, width: float):
+                   path: list[tuple[int, int] | None], dark: _Darkness, width: float):
     """Read steep strokes row by row instead of column by column; returns (x, y) sorted by x.
 
     A line of width w drawn steeply darkens every column within w/2 of it over the stroke's whole
@@ -987,7 +1008,7 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
             run = path[c]
             if run is not None and run[1] > r0 and run[0] < r1:
                 a, b = max(run[0], r0), min(run[1], r1)
-                block[a - r0 : b - r0, c - c0] = dark[a:b, c]
+                block[a - r0 : b - r0, c - c0] = dark.column(c, a, b)
         inked = block > 0.2
         count = inked.sum(axis=1)
         first = np.argmax(inked, axis=1)
