@@ -262,7 +262,7 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
             if not fine:
                 weight[weight < 75.0] = 0.0  # fast mode: ink only (traces, text, rules), not the grid
             ys, xs = np.nonzero(weight)
-            dark_pixels[reduce_by] = (ys, xs - small.shape[1] / 2.0, weight[ys, xs])
+            dark_pixels[reduce_by] = (ys.astype(np.float64), xs - small.shape[1] / 2.0, weight[ys, xs])
         ys, xs, w = dark_pixels[reduce_by]
         if len(ys) < 50:
             return 0.0
@@ -276,8 +276,9 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
             low = np.floor(proj)
             frac = proj - low
             low = low.astype(np.int64)
-            hist = np.bincount(low, weights=w * (1.0 - frac), minlength=low.max() + 2)
-            hist += np.bincount(low + 1, weights=w * frac, minlength=low.max() + 2)
+            bins = low.max() + 2
+            hist = np.bincount(low, weights=w * (1.0 - frac), minlength=bins)
+            hist += np.bincount(low + 1, weights=w * frac, minlength=bins)
             scores.append(float((hist * hist).sum()))
         angle = float(candidates[int(np.argmax(scores))])
     return angle if abs(angle) < max_angle else 0.0
