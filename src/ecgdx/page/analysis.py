@@ -33,7 +33,8 @@ class PageAnalysis:
 
     gray: (H, W) uint8 page as read (any resolution). factor: page px per working px (integer).
     flat: (h, w) uint8 background-flattened working page (paper ~255). ink: (h, w) uint8 0/1,
-    ``flat < INK_LEVEL`` (63 % of the local paper brightness). boxes: (n, 4) x, y, w, h of the ink's
+    ``flat < INK_LEVEL``: a fixed 63 % of the local paper brightness, since the flattening divides
+    by it (pink grid lines turn ~185-240 gray, printed ink < 120). boxes: (n, 4) x, y, w, h of the ink's
     8-connected components. pulses: (calibration-pulse boxes sorted by y, trace rows they mark).
     """
 

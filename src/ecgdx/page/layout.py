@@ -188,10 +188,6 @@ class PageLayout:
 # --------------------------------------------------------------------------------------------------
 
 
-# The page at the working scale: ecgdx.page.analysis.PageAnalysis (factor, flat, ink, boxes, pulses).
-_Work = PageAnalysis
-
-
 # A vertical separator line: (centre x, half width, top y, bottom y), working pixels.
 _Separator = tuple[float, float, float, float]
 
@@ -210,7 +206,7 @@ class _Row:
 class _Analysis:
     """Working-scale facts shared by find_lead_panels and canonical_page."""
 
-    work: _Work
+    work: PageAnalysis
     design: _Design
     rows: tuple[_Row, ...]
     ppm: float  # working px per mm
@@ -222,30 +218,29 @@ class _Analysis:
     layout: PageLayout
 
 
-def _prepare(gray: Any) -> _Work:
-    """The page's working-scale analysis (shrunk to ~WORK_WIDTH, paper flattened, ink thresholded).
-
-    The ink threshold is a fixed fraction (INK_LEVEL / 255 = 63 %) of the local paper brightness:
-    the flattening divides by it. Pink grid lines turn ~185-240 gray, printed ink < 120. A
-    ``PageAnalysis`` passed in is used as it is, with whatever it has computed already.
-    """
-    return PageAnalysis.of(gray)
-
-
 def _runs(mask_1d: np.ndarray) -> list[tuple[int, int]]:
     """[(start, end_exclusive)] of the runs of True/nonzero values in a 1-D array."""
     edges = np.diff(np.concatenate(([0], (np.asarray(mask_1d) != 0).view(np.int8), [0])))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def column_runs(mask: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Per column of a (h, w) 0/1 array, the [(start, end_exclusive)] runs of ink, top to bottom."""
+def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tuple[int, int]]]:
+    """Per column of a (h, w) 0/1 array, the [(start, end_exclusive)] runs of ink, top to bottom.
+
+    merge_gap: runs of one column separated by at most this many px are joined into one.
+    """
     h, w = mask.shape
     padded = np.zeros((w, h + 2), np.int8)
     padded[:, 1:-1] = mask.T
     edges = np.diff(padded, axis=1)
     start_c, start_r = np.nonzero(edges == 1)  # row-major over the transposed array: by column
     end_r = np.nonzero(edges == -1)[1]
+    if merge_gap is not None and len(start_c):
+        joined = np.zeros(len(start_c), bool)
+        joined[1:] = (start_c[1:] == start_c[:-1]) & (start_r[1:] - end_r[:-1] <= merge_gap)
+        first = np.flatnonzero(~joined)
+        last = np.concatenate([first[1:] - 1, [len(start_c) - 1]])
+        start_c, start_r, end_r = start_c[first], start_r[first], end_r[last]
     runs: list[list[tuple[int, int]]] = [[] for _ in range(w)]
     for c, r0, r1 in zip(start_c.tolist(), start_r.tolist(), end_r.tolist(), strict=True):
         runs[c].append((r0, r1))
@@ -261,7 +256,7 @@ def _centroid(weights: np.ndarray, start: int, end: int) -> float:
     return float(start + 0.5 + (np.arange(end - start) * w).sum() / total)
 
 
-def _split_pulse(box: np.ndarray, work: _Work, single_h: float) -> list[_Row]:
+def _split_pulse(box: np.ndarray, work: PageAnalysis, single_h: float) -> list[_Row]:
     """Rows marked by one pulse component (one pulse, or 2-3 touching pulses of adjacent rows).
 
     The pulse is drawn _|^^|_: its feet (ink left of the left edge and right of the right edge) lie on
@@ -298,7 +293,7 @@ def _split_pulse(box: np.ndarray, work: _Work, single_h: float) -> list[_Row]:
     return rows or fallback
 
 
-def _find_rows(work: _Work) -> tuple[list[_Row], tuple[int, int]]:
+def _find_rows(work: PageAnalysis) -> tuple[list[_Row], tuple[int, int]]:
     """Trace rows from the calibration pulses (see primitives.find_pulses), top to bottom, and the
     rows (top, bottom) between the page's header and footer text (working px).
 
@@ -345,7 +340,7 @@ def row_limits(baselines: list[float], i: int, half: float, height: int) -> tupl
     return max(0, int(b - up)), min(height, int(math.ceil(b + down)))
 
 
-def _trace_extent(work: _Work, rows: list[_Row], ppm: float) -> tuple[float, float, list[float]]:
+def _trace_extent(work: PageAnalysis, rows: list[_Row], ppm: float) -> tuple[float, float, list[float]]:
     """(start x, end x, per-row start x): median over rows of the first ink right of each pulse and of
     the last ink, within +/- _START_BAND_MM of the baseline."""
     height, width = work.ink.shape
@@ -365,7 +360,7 @@ def _trace_extent(work: _Work, rows: list[_Row], ppm: float) -> tuple[float, flo
 
 
 def _find_separators(
-    work: _Work, rows: list[_Row], design: _Design, ppm: float, x0: float, x1: float
+    work: PageAnalysis, rows: list[_Row], design: _Design, ppm: float, x0: float, x1: float
 ) -> list[_Separator]:
     """(centre x, half width, top y, bottom y) of vertical separator lines between x0 and x1, working px.
 
@@ -487,7 +482,7 @@ def analyse_layout(gray: Any, measure_grid: bool = True) -> _Analysis:
     measure_grid=False skips the grid measurements (~5 ms at full resolution), which drawing does not
     need: the layout then reports has_grid False and a template without the grid suffix ('3x4').
     """
-    work = _prepare(gray)
+    work = PageAnalysis.of(gray)
     gray = work.gray
     height, width = work.ink.shape
     rows, text_limits = _find_rows(work)

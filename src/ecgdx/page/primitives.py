@@ -226,7 +226,8 @@ def grid_strength(flat: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(np.mean(ripples))
 
 
-def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool = True) -> float:
+def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool = True,
+                  working_flat: np.ndarray | None = None) -> float:
     """Page rotation in degrees (counter-clockwise positive, as ``cv2.getRotationMatrix2D``).
 
     Dark structure (ink, and grid lines on ruled paper) is projected onto the vertical axis along
@@ -236,12 +237,13 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
     Args: gray (H, W) uint8 page; max_angle: search range (degrees); fine: refine at full working
     scale in 0.02 deg steps (else at quarter scale in 0.1 deg steps: ~10x faster, for deciding whether
     a page needs rotating at all). Returns the angle, 0.0 for blank pages and for angles at the
-    edge of the range (no clear optimum).
+    edge of the range (no clear optimum). working_flat: the page's flattened working-scale copy
+    (``PageAnalysis.flat``) when the caller has it already; the fine search starts from it.
     """
     gray = as_gray(gray)
     factor = max(1, round(gray.shape[1] / WORK_WIDTH))
     if fine:
-        flat = flatten_background(shrink(gray, factor))
+        flat = working_flat if working_flat is not None else flatten_background(shrink(gray, factor))
         # The working-scale search (most of the time) in two steps, 0.1 then 0.02 deg, instead of
         # 31 angles at 0.02: the projection's sharpness varies smoothly over 0.1 deg there
         # (1106 px wide: 0.1 deg moves a line's ends by 1.9 px, about its width).

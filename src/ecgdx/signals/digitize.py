@@ -43,6 +43,7 @@ import numpy as np
 
 from ecgdx.labels import LEADS
 from ecgdx.page import layout as _layout
+from ecgdx.page.analysis import PageAnalysis
 from ecgdx.page.normalize import normalize_page, rotate_page
 from ecgdx.page.preprocessing import decode_image
 from ecgdx.page.primitives import INK_LEVEL, SKEW_RANGE, estimate_skew, flatten_background
@@ -61,7 +62,7 @@ _WINDOW_HALF_MM = 19.0
 _MAX_GAP_S = 0.06
 # A jump between the runs of neighbouring columns longer than this (mm) is penalised in the path.
 _MAX_JUMP_MM = 3.0
-# Ink runs of one column closer than this (px) are one run (see _merged_column_runs).
+# Ink runs of one column closer than this (px) are one run (see _read_panel).
 _MERGE_GAP_PX = 2
 # What the rhythm strip is called when its printed label cannot be read.
 RHYTHM_FALLBACK = "rhythm strip"
@@ -330,12 +331,16 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
         # Sheet perspective and lighting; the rotation is measured finely below.
         gray, info = normalize_page(gray, rotation=False)
         normalized = info.applied
+    page = PageAnalysis(gray)
     if deskew:
-        angle = estimate_skew(gray, max_angle=SKEW_RANGE if not normalize else 15.0)
+        # The skew search starts from the same working-scale page the layout reads: an upright
+        # page is shrunk and flattened once.
+        angle = estimate_skew(gray, max_angle=SKEW_RANGE if not normalize else 15.0, working_flat=page.flat)
         if abs(angle) >= _SKEW_MIN:
             gray = rotate_page(gray, angle)
+            page = PageAnalysis(gray)
     timings["deskew"] = _lap(clock) - timings["decode"]
-    analysis = _layout.analyse_layout(gray)
+    analysis = _layout.analyse_layout(page)
     timings["layout"] = _lap(clock) - sum(timings.values())
     factor = analysis.work.factor
     fine = _Fine(flatten_background(gray) if factor > 1 else analysis.work.flat, factor)
@@ -645,7 +650,9 @@ def _read_panel(a, ink, fine: _Fine, row: int, x_left: float, x_right: float) ->
     else:
         flat = fine.flat[oy : oy + mask.shape[0], ox : ox + mask.shape[1]]
     base = a.rows[row].baseline * f
-    runs = _merged_column_runs(mask, _MERGE_GAP_PX * f)
+    # A steep thin stroke drawn along a column boundary is only partly dark in each column and
+    # breaks up at the ink threshold: nearby runs of a column are one.
+    runs = _layout.column_runs(mask, merge_gap=_MERGE_GAP_PX * f)
     path, jumps = _cheapest_path(runs, base - oy * f, _MAX_JUMP_MM * a.ppm * f)
     limits = _shared_limits(a, row, oy, f, mask.shape[0])
     crossing = _crossing_columns(path, limits)
@@ -719,26 +726,6 @@ def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tup
             cut += 1
         out.append((r0, max(r1, r0 + 1)))
     return out, cut
-
-
-def _merged_column_runs(mask: np.ndarray, gap: int) -> list[list[tuple[int, int]]]:
-    """Per column of a (h, w) 0/1 mask, its [(start, end_exclusive)] ink runs top to bottom, runs
-    separated by at most ``gap`` px joined: a steep thin stroke drawn along a column boundary is
-    only partly dark in each column and breaks up at the ink threshold."""
-    h, w = mask.shape
-    padded = np.zeros((w, h + 2), np.int8)
-    padded[:, 1:-1] = mask.T
-    edges = np.diff(padded, axis=1)
-    cols, starts = np.nonzero(edges == 1)  # row-major over the transposed mask: column by column
-    ends = np.nonzero(edges == -1)[1]
-    joined = np.zeros(len(cols), bool)
-    joined[1:] = (cols[1:] == cols[:-1]) & (starts[1:] - ends[:-1] <= gap)
-    first = np.flatnonzero(~joined)
-    last = np.concatenate([first[1:] - 1, [len(cols) - 1]]) if len(first) else first
-    runs: list[list[tuple[int, int]]] = [[] for _ in range(w)]
-    for c, r0, r1 in zip(cols[first].tolist(), starts[first].tolist(), ends[last].tolist(), strict=True):
-        runs[c].append((r0, r1))
-    return runs
 
 
 def _panel_window(a, ink, row: int, x_left: float, x_right: float):
