@@ -31,14 +31,30 @@ def _to_uint8(tensor: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(tensor[0] * 255.0), 0, 255).astype(np.uint8)
 
 
+def _write_png(out: str, image: np.ndarray) -> None:
+    """Write a cache entry atomically: a half-written file never passes for a finished one."""
+    tmp = out + ".tmp.png"
+    cv2.imwrite(tmp, image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    os.replace(tmp, out)
+
+
+def _run_jobs(worker, jobs: list, workers: int, desc: str, unit: str, progress: bool, chunksize: int) -> None:
+    """Run ``worker`` over ``jobs`` in a process pool with a progress bar."""
+    if not jobs:
+        return
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
+        for _ in tqdm(pool.map(worker, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit,
+                      disable=not progress):
+            pass
+
+
 def _preprocess_one(job: tuple[str, str, dict]) -> str:
     path, out, spec_dict = job
     from ecgdx.page.preprocessing import PreprocessSpec, preprocess
 
-    image = _to_uint8(preprocess(path, PreprocessSpec.from_dict(spec_dict)))
-    tmp = out + ".tmp.png"
-    cv2.imwrite(tmp, image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    os.replace(tmp, out)
+    _write_png(out, _to_uint8(preprocess(path, PreprocessSpec.from_dict(spec_dict))))
     return out
 
 
@@ -59,15 +75,8 @@ def load_preprocessed(paths: list[str], hashes: list[str], spec, cache_dir: str 
     for path, target in zip(paths, targets, strict=True):
         if not os.path.exists(target) and target not in todo:
             todo[target] = path
-    if todo:
-        jobs = [(path, target, spec.to_dict()) for target, path in todo.items()]
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
-        from tqdm import tqdm
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in tqdm(pool.map(_preprocess_one, jobs, chunksize=8), total=len(jobs),
-                          desc="preprocessing", unit="img", disable=not progress):
-                pass
+    _run_jobs(_preprocess_one, [(path, target, spec.to_dict()) for target, path in todo.items()], workers,
+              "preprocessing", "img", progress, chunksize=8)
     images = []
     for target in targets:
         image = cv2.imread(target, cv2.IMREAD_GRAYSCALE)
@@ -77,7 +86,7 @@ def load_preprocessed(paths: list[str], hashes: list[str], spec, cache_dir: str 
     return images
 
 
-def _photo_variant(job: tuple[str, list[str], dict, int, str]) -> list[str]:
+def _photo_variant(job: tuple[str, list[str], dict, int, str]) -> str:
     """Photograph one page ``len(outs)`` times and preprocess each picture as inference does
     (normalise, then the spec's preprocessing); writes the (H, W) uint8 model inputs."""
     path, outs, spec_dict, seed, digest = job
@@ -90,10 +99,7 @@ def _photo_variant(job: tuple[str, list[str], dict, int, str]) -> list[str]:
     for k, out in enumerate(outs):
         rng = np.random.default_rng([seed, int(digest[:12], 16), k])
         flat, _ = normalize_page(photograph(gray, rng))
-        image = _to_uint8(preprocess(flat, spec))
-        tmp = out + ".tmp.png"
-        cv2.imwrite(tmp, image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        os.replace(tmp, out)
+        _write_png(out, _to_uint8(preprocess(flat, spec)))
     return path
 
 
@@ -115,14 +121,7 @@ def load_photo_variants(paths: list[str], hashes: list[str], spec, cache_dir: st
     for path, digest, outs in zip(paths, hashes, targets, strict=True):
         if digest not in todo and not all(os.path.exists(t) for t in outs):
             todo[digest] = (path, outs, spec.to_dict(), seed, digest)
-    if todo:
-        workers = workers or min(len(todo), os.cpu_count() or 1)
-        from tqdm import tqdm
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in tqdm(pool.map(_photo_variant, list(todo.values()), chunksize=4), total=len(todo),
-                          desc="photographing pages", unit="page", disable=not progress):
-                pass
+    _run_jobs(_photo_variant, list(todo.values()), workers, "photographing pages", "page", progress, chunksize=4)
     out = []
     for outs in targets:
         images = [cv2.imread(t, cv2.IMREAD_GRAYSCALE) for t in outs]
