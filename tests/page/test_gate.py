@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ import pytest
 from realdata import DEV_DIR, FULLRES_DIR
 from synthetic import make_page
 
-from ecgdx.page.gate import GATE_THRESHOLD, GateResult, assess_page
+from ecgdx.page.gate import GATE_THRESHOLD, MIN_TRACE_WIDTH_PX, GateResult, assess_page
 from ecgdx.page.preprocessing import decode_image
 
 # PNGs checked by the default test run (every 10th of the sorted list: all classes and both templates).
@@ -224,3 +225,56 @@ def test_each_weak_check_says_what_to_do():
     blank = assess_page(decode_image(blank_page(seed=2)))
     assert any("upload a picture of the printed ECG page" in r for r in blank.reasons)
     assert not any("rotate" in r for r in blank.reasons)  # nothing on it says which way is up
+
+
+# --------------------------------------------------------------------------------------------------
+# Pages the canonical-layout model cannot read: no lead layout, too few pixels
+# --------------------------------------------------------------------------------------------------
+
+
+def _canonical_details(page: np.ndarray):
+    from ecgdx.page.preprocessing import PreprocessSpec, preprocess_with_details
+
+    return preprocess_with_details(page, PreprocessSpec(height=256, width=512, layout="canonical"))[1]
+
+
+def test_a_page_without_a_found_lead_layout_is_refused_with_the_layouts_reason():
+    page = make_page("3x4_grid", seed=7).image
+    details = _canonical_details(page)
+    assert details.layout_method == "canonical" and details.layout_problem == ""
+    assert assess_page(page, details=details).ok
+    # The same page, as if its layout had not been found: it must not be read (the model would get
+    # the raw crop, which it never saw), and the refusal says why in the layout's words.
+    lost = dataclasses.replace(details, layout_method="fallback", layout_problem="5 trace rows were found")
+    refused = assess_page(page, details=lost)
+    assert not refused.ok
+    assert refused.reasons[0].startswith("the 12 lead panels could not be located on this picture "
+                                         "(5 trace rows were found)")
+    assert refused.checks["layout"] == {"method": "fallback", "problem": "5 trace rows were found"}
+
+
+@pytest.mark.skipif(not DEV_DIR.is_dir(), reason="real data not available (set ECGDX_DATA_DIR)")
+def test_the_rhythm_strip_printout_of_the_dev_set_is_refused_as_such():
+    # The one development page printed as three 10 s rhythm strips, not as a 12-lead layout.
+    page = decode_image(DEV_DIR / "ECG Images of Patient that have abnormal heart beats (548)" / "HB (497).png")
+    details = _canonical_details(page)
+    result = assess_page(page, details=details)
+    assert details.layout_method == "fallback"
+    assert not result.ok and "rhythm-strip printout" in result.reasons[0]
+
+
+def test_a_thumbnail_is_refused_as_too_small_and_a_half_size_page_is_not():
+    page = make_page("3x4_grid", seed=8).image
+    verdicts = {}
+    for scale in (0.5, 0.3):
+        small = cv2.resize(page, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        details = _canonical_details(small)
+        verdicts[scale] = (assess_page(small, details=details), details)
+    half, _ = verdicts[0.5]
+    assert half.ok, half.reasons
+    thumb, details = verdicts[0.3]
+    width = details.crop_box[2] - details.crop_box[0]
+    assert details.crop_method == "pulses" and width < MIN_TRACE_WIDTH_PX <= verdicts[0.5][1].crop_box[2] - verdicts[0.5][1].crop_box[0]
+    assert not thumb.ok
+    assert thumb.reasons[0].startswith(f"the picture is too small to read the traces: the trace area is {width} pixels")
+    assert "upload the original photo or scan" in thumb.reasons[0]

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from ecgdx.page.primitives import (
-    INK_LEVEL,
     WORK_WIDTH,
     as_gray,
     component_boxes,
     find_pulses,
     flatten_background,
+    ink_level,
     shrink,
 )
 
@@ -33,8 +33,10 @@ class PageAnalysis:
 
     gray: (H, W) uint8 page as read (any resolution). factor: page px per working px (integer).
     flat: (h, w) uint8 background-flattened working page (paper ~255). ink: (h, w) uint8 0/1,
-    ``flat < INK_LEVEL``: a fixed 63 % of the local paper brightness, since the flattening divides
-    by it (pink grid lines turn ~185-240 gray, printed ink < 120). boxes: (n, 4) x, y, w, h of the ink's
+    ``flat < ink_level``: 63 % of the local paper brightness (``INK_LEVEL``), since the flattening
+    divides by it (pink grid lines turn ~185-240 gray, printed ink < 120); higher, up to 75 %, on a
+    blurred or faded picture whose darkest ink is grey (``primitives.ink_level``; a sharp page keeps
+    63 % exactly). boxes: (n, 4) x, y, w, h of the ink's
     8-connected components. pulses: (calibration-pulse boxes sorted by y, trace rows they mark).
     """
 
@@ -52,8 +54,12 @@ class PageAnalysis:
         return flatten_background(shrink(self.gray, self.factor))
 
     @cached_property
+    def ink_level(self) -> float:
+        return ink_level(self.flat)
+
+    @cached_property
     def ink(self) -> np.ndarray:
-        return (self.flat < INK_LEVEL).view(np.uint8)
+        return (self.flat < self.ink_level).view(np.uint8)
 
     @cached_property
     def boxes(self) -> np.ndarray:

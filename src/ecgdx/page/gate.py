@@ -47,6 +47,16 @@ page keeps its trace rows and would otherwise pass, to be read wrongly) and told
 reasons, to rotate the picture. (``ecgdx.page.normalize`` turns such pages upright before the gate sees
 them in ``Predictor``; this catches pages that reach the gate unturned.)
 
+Two refusals no score outweighs, both put first among the reasons:
+
+- ``layout``: the model reads the redrawn lead layout (``PreprocessDetails.layout_method``) but no
+  layout was found on this page ('fallback'). It would otherwise be given the cropped page, which it
+  never saw in training, and answer at random (on the test split blurred by 2 px such pages were
+  the ones read wrongly). The reason quotes the layout's own words (``layout_problem``), e.g. a
+  rhythm-strip printout with 6 rows of 10 s.
+- ``resolution``: the trace area found from the calibration pulses is narrower than
+  ``MIN_TRACE_WIDTH_PX`` (420) pixels of the picture as uploaded: a thumbnail.
+
 Limits: the checks know what a printed ECG looks like, not whether its content is plausible: an ECG
 printed without calibration pulses scores ~0.7-0.78 and passes; a photo of an ECG on a monitor,
 or a hand-drawn one, may pass. Pages tilted by more than a few degrees lose their rows and fail
@@ -66,7 +76,7 @@ import numpy as np
 from ecgdx.page.orientation import detect_orientation
 from ecgdx.page.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
 
-__all__ = ["GATE_THRESHOLD", "GateResult", "assess_page"]
+__all__ = ["GATE_THRESHOLD", "MIN_TRACE_WIDTH_PX", "GateResult", "assess_page"]
 
 # ok = score >= GATE_THRESHOLD. Real pages score >= 0.55, synthetic non-ECGs <= 0.30 (module docstring).
 GATE_THRESHOLD = 0.45
@@ -82,6 +92,10 @@ _MAX_INK_LEVEL = 190  # the most the level rises for pages whose darkest ink is 
 # Evidence weights (sum 1) and the rows of traces that count as "a full page" (3x4 pages have 4 rows).
 _EVIDENCE_WEIGHTS = {"qrs_rows": 0.45, "long_traces": 0.25, "pulses": 0.3}
 _FULL_ROWS = 3
+# Traces narrower than this (original pixels, 10 s of trace ~250 mm: ~1.7 px/mm) are refused. On the
+# test split, pages shrunk to 50 % of the development scale (trace area ~520 px) read within 0.03
+# macro-F1 of clean; at 35 % (~360 px) macro-F1 fell by 0.18 (docs/robustness.md).
+MIN_TRACE_WIDTH_PX = 420
 # A tiny spec: used only to run preprocessing's page analysis when no PreprocessDetails are given.
 _ANALYSIS_SPEC = PreprocessSpec(height=16, width=16, clahe_clip=0.0, median_ksize=0)
 
@@ -145,6 +159,20 @@ def assess_page(gray: Any, *, details: PreprocessDetails | None = None) -> GateR
             reasons.append((checks[name]["score"], message))
     reasons.sort(key=lambda r: r[0])
     ok = score >= GATE_THRESHOLD
+    # Two things no score can outweigh: a model that reads the redrawn lead layout cannot read a
+    # page whose layout was not found (it would be given the raw crop, which it never saw in
+    # training), and traces drawn with too few pixels are not there to be read.
+    trace_width = details.crop_box[2] - details.crop_box[0]
+    if details.crop_method == "pulses":
+        checks["resolution"] = {"trace_width_px": int(trace_width), "min_px": MIN_TRACE_WIDTH_PX}
+        if trace_width < MIN_TRACE_WIDTH_PX:
+            ok = False
+            reasons.insert(0, (-1.0, _SMALL_ADVICE.format(width=int(trace_width), min_px=MIN_TRACE_WIDTH_PX)))
+    checks["layout"] = {"method": details.layout_method, "problem": details.layout_problem}
+    if details.layout_method == "fallback":
+        ok = False
+        found = f" ({details.layout_problem})" if details.layout_problem else ""
+        reasons.insert(0, (-1.0, _LAYOUT_ADVICE.format(found=found)))
     if not ok or checks["pulses"]["score"] < 1.0:
         # Only pages without pulses at the left pay for this (~4 ms). A page on its side fails the
         # row checks, and its user needs to hear that turning it is the fix; an upside-down page
@@ -345,6 +373,16 @@ def _messages(checks: dict[str, Any]) -> dict[str, str]:
     }
 
 
+_LAYOUT_ADVICE = (
+    "the 12 lead panels could not be located on this picture{found}, and the model reads only pages "
+    "whose lead layout it has found: photograph the whole page sharply and straight on, in even light, with "
+    "the calibration pulses and lead labels at the left"
+)
+_SMALL_ADVICE = (
+    "the picture is too small to read the traces: the trace area is {width} pixels wide, and at least "
+    "{min_px} are needed (about 1.7 pixels per mm of paper): upload the original photo or scan, not a "
+    "thumbnail or a screenshot of it"
+)
 _TURN_ADVICE = {
     90: "the page seems to lie on its side, its top at the right: rotate the picture a quarter turn to "
     "the left so that the lead labels are at the left and the header at the top",

@@ -720,6 +720,8 @@ class PreprocessDetails:
         'fallback' (spec.layout == "canonical" but no lead layout was found: the crop was used).
     scale: original pixels per working pixel (``load_page``): 1 for pages up to twice the working
         width, 2, 4 or 8 for larger uploads; ``cropped`` is at working scale, ``crop_box`` is not.
+    layout_problem: with layout_method 'fallback', why no lead layout was found (the layout's own
+        words, e.g. "6 trace rows without the lead separator at 5 s: ..."); else "".
     """
 
     original_size: tuple[int, int]
@@ -730,6 +732,7 @@ class PreprocessDetails:
     model_input: np.ndarray
     layout_method: str = "page"
     scale: int = 1
+    layout_problem: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -830,15 +833,15 @@ def preprocess_with_details(
     if page.scale != 1:
         box = tuple(min(round(v * page.scale), limit) for v, limit in
                     zip(box, (page.original_size[1], page.original_size[0]) * 2, strict=True))
-    out, layout_method = None, "page"
+    out, layout_method, layout_problem = None, "page", ""
     if spec.layout == "canonical":
-        out = _canonical_input(analysis, spec)
+        out, layout_problem = _canonical_input(analysis, spec)
         layout_method = "fallback" if out is None else "canonical"
     if out is None:
         out = _enhance_and_resize(cropped, spec)
     tensor = (out.astype(np.float32) / np.float32(255.0))[None]
     details = PreprocessDetails(page.original_size, box, method, template, cropped.copy(), out, layout_method,
-                                page.scale)
+                                page.scale, layout_problem)
     return tensor, details
 
 
@@ -846,8 +849,9 @@ def preprocess_with_details(
 _CANONICAL_ASPECT = (384, 768)
 
 
-def _canonical_input(gray: Any, spec: PreprocessSpec) -> np.ndarray | None:
-    """(spec.height, spec.width) uint8 canonical page, or None when the page has no lead layout.
+def _canonical_input(gray: Any, spec: PreprocessSpec) -> tuple[np.ndarray | None, str]:
+    """((spec.height, spec.width) uint8 canonical page, ""), or (None, why) when the page has no
+    lead layout.
 
     No CLAHE and no median: the canonical page is already clean ink on white, CLAHE would stretch
     each tile by how much ink it holds (line darkness would then depend on the ECG and, through the
@@ -866,17 +870,18 @@ def _canonical_input(gray: Any, spec: PreprocessSpec) -> np.ndarray | None:
     else:
         fit_h, fit_w = spec.height, spec.width
     if fit_h < 16 or fit_w < 16:
-        return None  # too small to draw 4 rows of traces; the crop path handles any size
+        # too small to draw 4 rows of traces; the crop path handles any size
+        return None, f"a {spec.height} x {spec.width} px model input is too small to draw the lead layout"
     try:
         drawn = canonical_page(gray, height=fit_h, width=fit_w)
-    except NotAnEcgError:
-        return None
+    except NotAnEcgError as error:
+        return None, str(error)
     if (fit_h, fit_w) == (spec.height, spec.width):
-        return drawn
+        return drawn, ""
     canvas = np.full((spec.height, spec.width), 255, np.uint8)
     top, left = (spec.height - fit_h) // 2, (spec.width - fit_w) // 2
     canvas[top : top + fit_h, left : left + fit_w] = drawn
-    return canvas
+    return canvas, ""
 
 
 def _enhance_and_resize(cropped: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

@@ -25,6 +25,7 @@ __all__ = [
     "GRID_LEVEL",
     "INK_LEVEL",
     "MAX_GLYPHS",
+    "MAX_INK_LEVEL",
     "SKEW_RANGE",
     "WORK_WIDTH",
     "as_gray",
@@ -33,6 +34,7 @@ __all__ = [
     "estimate_skew",
     "find_pulses",
     "flatten_background",
+    "ink_level",
     "grid_strength",
     "hanging_fragments",
     "shrink",
@@ -44,6 +46,8 @@ __all__ = [
 WORK_WIDTH = 1106
 # Ink = darker than this after background flattening (paper ~255, grid dots ~185-240, ink < 120).
 INK_LEVEL = 160
+# The most the ink level rises for a page whose darkest ink is grey (``ink_level``).
+MAX_INK_LEVEL = 190
 # A page counts as gridded when its paper profiles ripple by more than this many gray levels
 # (measured on dev pages at 35-100 % scale, clean, noisy or JPEG-60: grid >= 0.86, none <= 0.49).
 GRID_LEVEL = 0.65
@@ -82,6 +86,21 @@ def flatten_background(gray: np.ndarray) -> np.ndarray:
     background = cv2.dilate(small, np.ones((5, 5), np.uint8))
     background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
     return cv2.divide(gray, np.maximum(background, 1), scale=255)
+
+
+def ink_level(flat: np.ndarray) -> float:
+    """The gray level below which a background-flattened (paper ~255) uint8 page is ink.
+
+    ``INK_LEVEL`` for a sharp print, whose darkest ink (0.5th percentile, from the histogram) is near
+    black: 1-4 on every development PNG and full-resolution JPEG, <= 50 on simulated phone photos.
+    A blurred or faded picture has grey traces (darkest ~120 at a blur of sigma 2 px on a 50 % page),
+    and its thin pulse and trace lines fall apart at ``INK_LEVEL``: the level then moves half-way from
+    the darkest ink to the paper, up to ``MAX_INK_LEVEL`` (grid dots stay lighter). Pages whose darkest
+    ink is below 65 keep exactly ``INK_LEVEL``.
+    """
+    cumulative = np.cumsum(cv2.calcHist([flat], [0], None, [256], [0, 256]).ravel())
+    darkest = float(np.searchsorted(cumulative, 0.005 * cumulative[-1]))
+    return float(np.clip((darkest + 255.0) / 2.0, INK_LEVEL, MAX_INK_LEVEL))
 
 
 def component_boxes(ink: np.ndarray) -> np.ndarray:
