@@ -27,7 +27,7 @@ HEADLINE = ("accuracy", "macro_f1", "balanced_accuracy", "ece", "mi_sensitivity"
 HEADER_FRACTION = 0.12  # the top of a page holds the patient's details: never drawn
 
 
-def test_pages(manifest: Path) -> list[dict]:
+def split_pages(manifest: Path) -> list[dict]:
     with open(manifest, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
     if not rows:
@@ -78,7 +78,7 @@ def markdown(read: dict, n_boot: int) -> tuple[str, dict]:
     headline = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                 "balanced_accuracy": metrics["balanced_accuracy"],
                 "ece": expected_calibration_error(y, read["data_mix"]),
-                "mi_sensitivity": metrics["per_class"]["mi"]["sensitivity"]}
+                "mi_sensitivity": metrics["per_class"]["mi"]["sensitivity"], "n": len(y)}
 
     def with_ci(name: str, value: float) -> str:
         low, high = ci[name]["low"], ci[name]["high"]
@@ -113,8 +113,11 @@ def markdown(read: dict, n_boot: int) -> tuple[str, dict]:
 
 def check_against_metadata(headline: dict, metadata: dict) -> list[str]:
     stored = metadata.get("test_metrics") or {}
-    return [f"{name}: pipeline {headline[name]:.4f}, metadata {stored.get(name)}"
-            for name in HEADLINE if stored.get(name) is None or abs(headline[name] - stored[name]) > 0.0015]
+    problems = [f"{name}: pipeline {headline[name]:.4f}, metadata {stored.get(name)}"
+                for name in HEADLINE if stored.get(name) is None or abs(headline[name] - stored[name]) > 0.0015]
+    if stored.get("n") != headline["n"]:
+        problems.append(f"pages: pipeline {headline['n']}, metadata {stored.get('n')}")
+    return problems
 
 
 def draw_misses(rows: list[dict], read: dict, out: Path) -> int:
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    rows = test_pages(args.manifest)
+    rows = split_pages(args.manifest)
     read = read_test_split(rows, args.model)
     text, headline = markdown(read, args.n_boot)
     print(f"model {read['model_version']}, {len(rows)} test pages\n")

@@ -9,7 +9,7 @@ Every page of the split is distorted (seeded per page and distortion) and classi
 ``Predictor``) and without. Macro-F1 and accuracy are computed over all pages with the quality gate
 bypassed (``force=True``), so every distortion is scored on the same pages; the gate's acceptance
 rate is reported beside them, and the macro-F1 of the pages it accepts (what a user is told; not
-scored below 30 pages). Distortions and severities (pages are the 50 % scale, ~1106 px wide):
+scored below 30 pages or when a class has none left). Distortions and severities (pages are the 50 % scale, ~1106 px wide):
 
     rotation      2, 5, 10 deg, random sign, white fill (a tilted scan)
     perspective   corners moved by 2, 4, 7 % of the short side; the sheet on a dark table
@@ -157,9 +157,10 @@ def _run_config(task: tuple) -> dict:
             accepted.append(bool(result.gate.ok))
         probs, accepted = np.asarray(probs), np.asarray(accepted)
         overall = classification_metrics(labels, probs)
-        # What a user is told: the answers on the pages the gate lets through (too few to score: nan).
+        # What a user is told: the answers on the pages the gate lets through. Not scored (None) when
+        # they are few or lack a class, whose F1 would then drop out of the mean.
         answered = (classification_metrics(labels[accepted], probs[accepted])["macro_f1"]
-                    if accepted.sum() >= MIN_ANSWERED else float("nan"))
+                    if accepted.sum() >= MIN_ANSWERED and len(set(labels[accepted])) == len(CLASS_KEYS) else None)
         out["normalized" if normalize else "raw"] = {
             "macro_f1": overall["macro_f1"], "accuracy": overall["accuracy"], "gate_accepted": float(accepted.mean()),
             "macro_f1_accepted": answered,
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def markdown(summary: dict) -> str:
     results = summary["results"]
     clean = next(r for r in results if r["distortion"] == "clean")
@@ -232,7 +237,7 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {r['distortion']} | {r['level']} | {n['macro_f1']:.3f} | {base - n['macro_f1']:+.3f} | "
                      f"{r['raw']['macro_f1'] if 'raw' in r else float('nan'):.3f} | {n['accuracy']:.3f} | {by.get('3x4_grid', float('nan')):.3f} | "
                      f"{by.get('6x2_nogrid', float('nan')):.3f} | {100 * n['gate_accepted']:.0f} % | "
-                     f"{n.get('macro_f1_accepted', float('nan')):.3f} |")
+                     f"{_number(n.get('macro_f1_accepted'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -347,7 +347,9 @@ class Predictor:
         t2 = time.perf_counter()
         tensor, details = preprocess_with_details(page, self.spec)
         t3 = time.perf_counter()
-        gate = assess_page(gray, details=details if self.spec.crop == "auto" else None)
+        # Without the crop's pulse evidence (crop != "auto") the gate analyses the page again, but
+        # still judges this record's lead layout.
+        gate = assess_page(gray, details=details)
         t4 = time.perf_counter()
         timings = {"decode": _ms(t1 - t0), "normalize": _ms(t2 - t1), "preprocess": _ms(t3 - t2),
                    "gate": _ms(t4 - t3)}

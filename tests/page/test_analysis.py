@@ -53,7 +53,6 @@ def test_the_ink_level_stays_fixed_on_a_sharp_page_and_rises_on_a_blurred_one(gr
 
     sharp = PageAnalysis(gray)
     assert sharp.ink_level == INK_LEVEL
-    assert np.array_equal(sharp.ink, (sharp.flat < INK_LEVEL).view(np.uint8))
     blurred = PageAnalysis(cv2.GaussianBlur(gray, (0, 0), 4.0))
     assert INK_LEVEL < blurred.ink_level <= MAX_INK_LEVEL
 
@@ -61,7 +60,7 @@ def test_the_ink_level_stays_fixed_on_a_sharp_page_and_rises_on_a_blurred_one(gr
 @pytest.mark.skipif(not DEV_DIR.is_dir(), reason="real data not available (set ECGDX_DATA_DIR)")
 def test_blurred_real_pages_keep_their_lead_layout():
     """A blur of sigma 2 px on a 50 % page greys its thin pulses and traces; at the fixed ink level
-    25 of 30 test pages lost their pulses and so their layout (docs/robustness.md)."""
+    all 14 of these pages lost their pulses, and so their layout."""
     import cv2
 
     from ecgdx.page.layout import analyse_layout

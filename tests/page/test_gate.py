@@ -13,6 +13,7 @@ from realdata import DEV_DIR, FULLRES_DIR
 from synthetic import make_page
 
 from ecgdx.page.gate import GATE_THRESHOLD, MIN_TRACE_WIDTH_PX, GateResult, assess_page
+from ecgdx.page.layout import find_lead_panels
 from ecgdx.page.preprocessing import decode_image
 
 # PNGs checked by the default test run (every 10th of the sorted list: all classes and both templates).
@@ -248,8 +249,8 @@ def test_a_page_without_a_found_lead_layout_is_refused_with_the_layouts_reason()
     lost = dataclasses.replace(details, layout_method="fallback", layout_problem="5 trace rows were found")
     refused = assess_page(page, details=lost)
     assert not refused.ok
-    assert refused.reasons[0].startswith("the 12 lead panels could not be located on this picture "
-                                         "(5 trace rows were found)")
+    assert refused.reasons[0].startswith("the 12 lead panels could not be located on this picture: "
+                                         "5 trace rows were found. The model reads only pages")
     assert refused.checks["layout"] == {"method": "fallback", "problem": "5 trace rows were found"}
 
 
@@ -278,3 +279,53 @@ def test_a_thumbnail_is_refused_as_too_small_and_a_half_size_page_is_not():
     assert not thumb.ok
     assert thumb.reasons[0].startswith(f"the picture is too small to read the traces: the trace area is {width} pixels")
     assert "upload the original photo or scan" in thumb.reasons[0]
+
+
+def test_the_layouts_own_words_reach_the_refusal():
+    # Two of the four trace rows blanked out: the layout reader says what it found, and so does the gate.
+    page = make_page("3x4_grid", seed=9).image.copy()
+    details = _canonical_details(page)
+    rows = [round(b) for b in find_lead_panels(page).baselines]
+    gap = (rows[1] - rows[0]) // 2
+    for baseline in rows[1:3]:
+        page[baseline - gap : baseline + gap] = 255
+    details = _canonical_details(page)
+    assert details.layout_method == "fallback" and details.layout_problem
+    result = assess_page(page, details=details)
+    assert not result.ok
+    problem = details.layout_problem.replace(";", ",").rstrip("?. ")
+    assert result.reasons[0].startswith(f"the 12 lead panels could not be located on this picture: {problem}.")
+    assert ";" not in result.reasons[0]  # tables join reasons with "; "
+
+
+def test_a_large_upload_is_measured_in_its_own_pixels():
+    """A 2x upload is analysed at working scale (load_page), but judged in the pixels it has; a
+    small sheet in a large picture is still a small sheet."""
+    page = make_page("3x4_grid", seed=10).image
+    large = cv2.resize(page, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    details = _canonical_details(large)
+    assert details.scale == 2 and details.crop_box[2] - details.crop_box[0] > 2 * MIN_TRACE_WIDTH_PX
+    assert assess_page(large, details=details).ok
+    canvas = np.full((2 * SIZE[0], 2 * SIZE[1]), 255, np.uint8)
+    small = cv2.resize(page, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    canvas[100 : 100 + small.shape[0], 100 : 100 + small.shape[1]] = small
+    details = _canonical_details(canvas)
+    refused = assess_page(canvas, details=details)
+    assert not refused.ok
+    assert any(r.startswith("the picture is too small") or r.startswith("the 12 lead panels") for r in refused.reasons[:2])
+
+
+def test_a_model_without_the_crop_still_has_its_lead_layout_judged():
+    """crop != "auto": the gate re-analyses the page for its pulses, but the model's record says
+    whether the layout was found."""
+    from ecgdx.page.preprocessing import PreprocessSpec, preprocess_with_details
+
+    page = make_page("3x4_grid", seed=7).image
+    spec = PreprocessSpec(height=256, width=512, layout="canonical", crop="none")
+    details = preprocess_with_details(page, spec)[1]
+    assert details.crop_method == "none" and details.layout_method == "canonical"
+    assert assess_page(page, details=details).ok
+    lost = dataclasses.replace(details, layout_method="fallback", layout_problem="no rows")
+    refused = assess_page(page, details=lost)
+    assert not refused.ok and refused.checks["layout"]["method"] == "fallback"
+    assert refused.checks["pulses"]["crop_method"] == "pulses"  # the evidence came from the re-analysis

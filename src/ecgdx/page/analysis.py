@@ -21,9 +21,9 @@ from ecgdx.page.primitives import (
     component_boxes,
     find_pulses,
     flatten_background,
-    ink_level,
     shrink,
 )
+from ecgdx.page.primitives import ink_level as _ink_level
 
 __all__ = ["PageAnalysis"]
 
@@ -55,7 +55,7 @@ class PageAnalysis:
 
     @cached_property
     def ink_level(self) -> float:
-        return ink_level(self.flat)
+        return _ink_level(self.flat)
 
     @cached_property
     def ink(self) -> np.ndarray:

@@ -12,7 +12,7 @@ Score::
 
 Checks (each a sub-score in [0, 1] that ramps linearly between two limits), measured on a copy
 resized to ``_WORK_WIDTH`` px wide whose paper background is divided out (ink = darker than
-``_INK_LEVEL`` / 255 of the local paper brightness, up to ``_MAX_INK_LEVEL`` for faint prints):
+``INK_LEVEL`` / 255 of the local paper brightness, up to ``MAX_INK_LEVEL`` for faint prints):
 
 - ``long_traces``: rows of long thin ink running across the page. Straight rules (table lines,
   separators) and specks are removed first; the page is cut into 4 vertical strips and a row counts
@@ -47,15 +47,18 @@ page keeps its trace rows and would otherwise pass, to be read wrongly) and told
 reasons, to rotate the picture. (``ecgdx.page.normalize`` turns such pages upright before the gate sees
 them in ``Predictor``; this catches pages that reach the gate unturned.)
 
-Two refusals no score outweighs, both put first among the reasons:
+Two refusals no score outweighs, put before the score's reasons (only the advice to turn the
+picture comes before them):
 
 - ``layout``: the model reads the redrawn lead layout (``PreprocessDetails.layout_method``) but no
   layout was found on this page ('fallback'). It would otherwise be given the cropped page, which it
-  never saw in training, and answer at random (on the test split blurred by 2 px such pages were
-  the ones read wrongly). The reason quotes the layout's own words (``layout_problem``), e.g. a
-  rhythm-strip printout with 6 rows of 10 s.
+  never saw in training, and its answer would mean nothing. The reason quotes the layout's own words
+  (``layout_problem``), e.g. a rhythm-strip printout with 6 rows of 10 s.
 - ``resolution``: the trace area found from the calibration pulses is narrower than
-  ``MIN_TRACE_WIDTH_PX`` (420) pixels of the picture as uploaded: a thumbnail.
+  ``MIN_TRACE_WIDTH_PX`` (420) pixels of the picture as uploaded: a thumbnail. (It counts pixels, not
+  detail: a thumbnail enlarged before upload passes it and is left to the sharpness check. A page
+  whose pulses were not found is not measured; for the canonical-layout models it has no layout
+  either and is refused for that.)
 
 Limits: the checks know what a printed ECG looks like, not whether its content is plausible: an ECG
 printed without calibration pulses scores ~0.7-0.78 and passes; a photo of an ECG on a monitor,
@@ -66,6 +69,7 @@ spike-like marks are not covered by the calibration.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,6 +79,7 @@ import numpy as np
 
 from ecgdx.page.orientation import detect_orientation
 from ecgdx.page.preprocessing import PreprocessDetails, PreprocessSpec, decode_image, preprocess_with_details
+from ecgdx.page.primitives import ink_level
 
 __all__ = ["GATE_THRESHOLD", "MIN_TRACE_WIDTH_PX", "GateResult", "assess_page"]
 
@@ -85,16 +90,12 @@ GATE_THRESHOLD = 0.45
 # every limit below then means the same at any resolution, and blur is judged at about the detail
 # the model sees (its input is ~384 px wide).
 _WORK_WIDTH = 550
-# Ink = darker than this after dividing out the paper (paper ~255, grid ~185-240, printed ink < 120);
-# the same level ecgdx.page.preprocessing uses.
-_INK_LEVEL = 160
-_MAX_INK_LEVEL = 190  # the most the level rises for pages whose darkest ink is grey (see _ink_mask)
 # Evidence weights (sum 1) and the rows of traces that count as "a full page" (3x4 pages have 4 rows).
 _EVIDENCE_WEIGHTS = {"qrs_rows": 0.45, "long_traces": 0.25, "pulses": 0.3}
 _FULL_ROWS = 3
 # Traces narrower than this (original pixels, 10 s of trace ~250 mm: ~1.7 px/mm) are refused. On the
-# test split, pages shrunk to 50 % of the development scale (trace area ~520 px) read within 0.03
-# macro-F1 of clean; at 35 % (~360 px) macro-F1 fell by 0.18 (docs/robustness.md).
+# test split, the bundled model read pages shrunk to 50 % of the development scale (trace area ~520
+# px) within 0.03 macro-F1 of clean; at 35 % (~360 px) macro-F1 fell by 0.18 (docs/robustness.md).
 MIN_TRACE_WIDTH_PX = 420
 # A tiny spec: used only to run preprocessing's page analysis when no PreprocessDetails are given.
 _ANALYSIS_SPEC = PreprocessSpec(height=16, width=16, clahe_clip=0.0, median_ksize=0)
@@ -125,15 +126,21 @@ def assess_page(gray: Any, *, details: PreprocessDetails | None = None) -> GateR
         gray: (H, W) uint8 page (``decode_image`` output); other inputs are decoded first.
         details: ``preprocess_with_details``'s record for this page, if already computed (saves the
             page analysis, ~10 ms); it must come from a spec with crop == "auto" to carry the
-            calibration-pulse evidence, else the analysis runs again.
+            calibration-pulse evidence, else the analysis runs again (its layout record, the model's
+            lead layout found or not, is still the one judged).
 
     Returns:
         GateResult; never raises for a readable image.
     """
     if not (isinstance(gray, np.ndarray) and gray.ndim == 2 and gray.dtype == np.uint8):
         gray = decode_image(gray)
+    model_record = details
     if details is None or details.crop_method == "none":
         details = preprocess_with_details(gray, _ANALYSIS_SPEC)[1]
+        if model_record is not None:  # the analysis ran on ``gray``, a working-scale copy
+            box = tuple(v * model_record.scale for v in details.crop_box)
+            details = dataclasses.replace(details, crop_box=box, layout_method=model_record.layout_method,
+                                          layout_problem=model_record.layout_problem)
     work = _resize_to_width(gray, _WORK_WIDTH)
     ink = _ink_mask(work)
     checks: dict[str, Any] = {}
@@ -171,7 +178,9 @@ def assess_page(gray: Any, *, details: PreprocessDetails | None = None) -> GateR
     checks["layout"] = {"method": details.layout_method, "problem": details.layout_problem}
     if details.layout_method == "fallback":
         ok = False
-        found = f" ({details.layout_problem})" if details.layout_problem else ""
+        # Reasons are joined with "; " in tables: the layout's words must not add a separator.
+        problem = details.layout_problem.replace(";", ",").rstrip("?. ")
+        found = f": {problem}." if problem else "."
         reasons.insert(0, (-1.0, _LAYOUT_ADVICE.format(found=found)))
     if not ok or checks["pulses"]["score"] < 1.0:
         # Only pages without pulses at the left pay for this (~4 ms). A page on its side fails the
@@ -203,7 +212,7 @@ def _resize_to_width(gray: np.ndarray, width: int) -> np.ndarray:
 
 
 def _ink_mask(work: np.ndarray) -> np.ndarray:
-    """0/1 uint8 mask of ink: pixels darker than ~_INK_LEVEL/255 of the local paper brightness.
+    """0/1 uint8 mask of ink: pixels darker than ~INK_LEVEL/255 of the local paper brightness.
 
     Paper brightness = the brightest 8x8-pixel cell in a 5x5 neighbourhood of cells (lines are thin,
     so that cell is paper); dividing by it removes shadows and uneven lighting of photos.
@@ -213,10 +222,9 @@ def _ink_mask(work: np.ndarray) -> np.ndarray:
     paper = cv2.resize(cv2.dilate(small, np.ones((5, 5), np.uint8)), (w, h), interpolation=cv2.INTER_LINEAR)
     flat = cv2.divide(work, np.maximum(paper, 1), scale=255)
     # Blurred or faded prints have grey traces: the level moves half-way from the darkest ink
-    # (0.5th percentile) to the paper, between _INK_LEVEL and _MAX_INK_LEVEL (grid dots stay lighter).
-    darkest = _percentiles(flat, (0.005,))[0]
-    level = float(np.clip((darkest + 255.0) / 2.0, _INK_LEVEL, _MAX_INK_LEVEL))
-    return (flat < level).view(np.uint8)
+    # (0.5th percentile) to the paper, between INK_LEVEL and MAX_INK_LEVEL (grid dots stay lighter):
+    # the page analysis's own rule (ecgdx.page.primitives.ink_level).
+    return (flat < ink_level(flat)).view(np.uint8)
 
 
 def _trace_rows(ink: np.ndarray) -> dict[str, int]:
@@ -374,7 +382,7 @@ def _messages(checks: dict[str, Any]) -> dict[str, str]:
 
 
 _LAYOUT_ADVICE = (
-    "the 12 lead panels could not be located on this picture{found}, and the model reads only pages "
+    "the 12 lead panels could not be located on this picture{found} The model reads only pages "
     "whose lead layout it has found: photograph the whole page sharply and straight on, in even light, with "
     "the calibration pulses and lead labels at the left"
 )

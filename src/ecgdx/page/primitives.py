@@ -34,9 +34,9 @@ __all__ = [
     "estimate_skew",
     "find_pulses",
     "flatten_background",
-    "ink_level",
     "grid_strength",
     "hanging_fragments",
+    "ink_level",
     "shrink",
     "text_lines",
 ]
