@@ -102,10 +102,26 @@ def test_predict_many_reports_a_bad_file_and_carries_on(predictor, page_png, tmp
     assert results[3].probabilities == results[0].probabilities
 
 
-def test_predict_many_with_worker_threads(model_path, page_png):
+def test_predict_many_with_worker_threads(model_path, page_png, tmp_path):
+    """The next chunk is preprocessed while the current one is read: results stay in order, bad
+    files stay in their place, and every answer is the single-page answer."""
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), make_page("6x2_nogrid", seed=3).image)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(page_png.read_bytes()[:500])
+    sources = [page_png, other, bad, other, page_png, bad, page_png]
     two = Predictor(model_path, threads=2)
-    results = two.predict_many([page_png] * 3, batch_size=2)
-    assert all(isinstance(r, Prediction) and r.label for r in results)
+    results = two.predict_many(sources, batch_size=2)
+    assert [type(r) for r in results] == [Prediction, Prediction, PredictionFailure, Prediction, Prediction,
+                                          PredictionFailure, Prediction]
+    for source, result in zip(sources, results, strict=True):
+        if isinstance(result, Prediction):
+            single = two.predict(source)
+            assert result.source == str(source) and result.label == single.label
+            np.testing.assert_allclose(list(result.probabilities.values()), list(single.probabilities.values()),
+                                       rtol=0, atol=1e-6)
+        else:
+            assert result.source == str(bad)
 
 
 def test_gate_refusal_force_and_strict(predictor):

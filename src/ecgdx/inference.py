@@ -304,7 +304,8 @@ class Predictor:
 
         Preprocessing runs on ``workers`` threads (default: the predictor's ``threads``; OpenCV
         releases the GIL) over chunks of ``batch_size`` pages, inference on runs of up to
-        ``RUN_BATCH`` pages of a chunk. A source that
+        ``RUN_BATCH`` pages of a chunk. With workers > 1 the next chunk is preprocessed while the
+        network reads the current one, so neither waits for the other. A source that
         cannot be read becomes a ``PredictionFailure`` naming the problem.
         """
         if batch_size < 1:
@@ -312,10 +313,13 @@ class Predictor:
         sources = list(sources)
         workers = self.threads if workers is None else max(1, int(workers))
         results: list[Prediction | PredictionFailure] = []
+        chunks = [sources[start : start + batch_size] for start in range(0, len(sources), batch_size)]
         with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InlineExecutor() as pool:
-            for start in range(0, len(sources), batch_size):
-                chunk = sources[start : start + batch_size]
-                prepared = list(pool.map(lambda s: self._prepare_or_fail(s, explain, force), chunk))
+            pending = [pool.submit(self._prepare_or_fail, s, explain, force) for s in chunks[0]] if chunks else []
+            for index in range(len(chunks)):
+                prepared = [future.result() for future in pending]
+                if index + 1 < len(chunks):  # queued before this chunk's inference starts
+                    pending = [pool.submit(self._prepare_or_fail, s, explain, force) for s in chunks[index + 1]]
                 ready = [p for p in prepared if isinstance(p, _Prepared)]
                 finished = iter(self._finish(ready, explain=explain, force=force, grid=grid))
                 results.extend(next(finished) if isinstance(p, _Prepared) else p for p in prepared)
@@ -510,5 +514,15 @@ class _InlineExecutor:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def map(self, fn, items):
-        return map(fn, items)
+    def submit(self, fn, *args) -> _Done:
+        return _Done(fn(*args))
+
+
+class _Done:
+    """An already computed result with a ``Future``'s ``result()``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value

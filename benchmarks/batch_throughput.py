@@ -1,0 +1,63 @@
+"""``Predictor(threads=2).predict_many`` throughput of this tree against another, side by side.
+
+    python benchmarks/batch_throughput.py [--against OTHER/src] [--rounds 6] [--copies 8]
+
+The 11 full-resolution JPEGs of $ECGDX_DATA_DIR, ``--copies`` times over (88 pages), are classified
+from memory in batches of 16 by a fresh process per tree and round, the trees alternating round by
+round so both see the same machine. Prints pages per second per round, the medians, and the median of
+the per-round ratios (this tree / the other). Not a test: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ECGDX_DATA_DIR", REPO.parent / "shared" / "data"))
+
+_ONE_ROUND = """
+import glob, sys, time
+sys.path.insert(0, sys.argv[1])
+from ecgdx.inference import Predictor
+pages = [open(f, "rb").read() for f in sorted(glob.glob(sys.argv[2] + "/*/*.jpg"))] * int(sys.argv[3])
+predictor = Predictor(threads=2)
+predictor.predict_many(pages[:16], batch_size=16)  # warm-up
+started = time.perf_counter()
+predictor.predict_many(pages, batch_size=16)
+print(len(pages) / (time.perf_counter() - started))
+"""
+
+
+def one_round(src: Path, copies: int) -> float:
+    out = subprocess.run([sys.executable, "-c", _ONE_ROUND, str(src), str(DATA / "mendeley-v1-fullres-samples"),
+                          str(copies)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", type=Path, help="another tree's src/ (e.g. a git worktree of an older commit)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--copies", type=int, default=8)
+    args = parser.parse_args(argv)
+    trees = {"this": REPO / "src"} | ({"other": args.against} if args.against else {})
+    speeds: dict[str, list[float]] = {name: [] for name in trees}
+    for k in range(args.rounds):
+        for name, src in trees.items():
+            speeds[name].append(one_round(src, args.copies))
+        print(f"round {k + 1}: " + ", ".join(f"{n} {s[-1]:.1f} pages/s" for n, s in speeds.items()), flush=True)
+    for name, values in speeds.items():
+        print(f"{name} ({trees[name]}): median {statistics.median(values):.1f} pages/s")
+    if args.against:
+        ratios = [a / b for a, b in zip(speeds["this"], speeds["other"], strict=True)]
+        print(f"this / other: median of per-round ratios {statistics.median(ratios):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
