@@ -327,3 +327,17 @@ def test_openapi_schema_and_offline_docs(api):
         assert srcs and all(s.startswith("/static/") or not s.startswith("http") for s in srcs), srcs
         assert "cdn" not in html.lower()
     assert api.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_thumbnail_is_refused_with_what_to_do(api, real_predictor):
+    """The real gate's reason reaches the API's failure message: a page too small to read its traces."""
+    import cv2
+    import numpy as np
+
+    page = cv2.imdecode(np.frombuffer(helpers.example_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    thumb = cv2.resize(page, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    body = _post(api, cv2.imencode(".png", thumb)[1].tobytes()).json()
+    assert body["status"] == "failed" and body["label"] is None
+    assert body["failure"]["code"] == "not_an_ecg"
+    message = body["failure"]["message"]
+    assert "the picture is too small to read the traces" in message and "upload the original photo or scan" in message
