@@ -2,9 +2,10 @@
 
     python benchmarks/batch_throughput.py [--against OTHER/src] [--rounds 6] [--copies 8]
 
-The 11 full-resolution JPEGs of $ECGDX_DATA_DIR, ``--copies`` times over (88 pages), are classified
-from memory in batches of 16 by a fresh process per tree and round, the trees alternating round by
-round so both see the same machine. Prints pages per second per round, the medians, and the median of
+Each round is ``benchmarks/inference.py``'s batch measurement (``batch_throughput``: the 11
+full-resolution JPEGs of $ECGDX_DATA_DIR, ``--copies`` times over, from memory, batches of 16, the
+bundled model of this tree) in a fresh process per tree, with that tree's ``ecgdx`` imported, the
+trees alternating round by round so both see the same machine. Prints pages per second per round, the medians, and the median of
 the per-round ratios (this tree / the other). Not a test: the machine is shared and noisy.
 """
 
@@ -20,22 +21,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ECGDX_DATA_DIR", REPO.parent / "shared" / "data"))
 
+MODEL = REPO / "src" / "ecgdx" / "assets" / "default.onnx"  # one model for both trees: the code is compared
+
 _ONE_ROUND = """
-import glob, sys, time
-sys.path.insert(0, sys.argv[1])
-from ecgdx.inference import Predictor
-pages = [open(f, "rb").read() for f in sorted(glob.glob(sys.argv[2] + "/*/*.jpg"))] * int(sys.argv[3])
-predictor = Predictor(threads=2)
-predictor.predict_many(pages[:16], batch_size=16)  # warm-up
-started = time.perf_counter()
-predictor.predict_many(pages, batch_size=16)
-print(len(pages) / (time.perf_counter() - started))
+import glob, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from inference import batch_throughput
+pages = [open(f, "rb").read() for f in sorted(glob.glob(sys.argv[3] + "/*/*.jpg"))]
+print(batch_throughput(sys.argv[4], pages, len(pages) * int(sys.argv[5]))["batch_images_per_s_2_threads"])
 """
 
 
 def one_round(src: Path, copies: int) -> float:
-    out = subprocess.run([sys.executable, "-c", _ONE_ROUND, str(src), str(DATA / "mendeley-v1-fullres-samples"),
-                          str(copies)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _ONE_ROUND, str(src), str(REPO / "benchmarks"),
+                          str(DATA / "mendeley-v1-fullres-samples"), str(MODEL), str(copies)],
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 

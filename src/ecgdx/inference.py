@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -514,15 +514,7 @@ class _InlineExecutor:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def submit(self, fn, *args) -> _Done:
-        return _Done(fn(*args))
-
-
-class _Done:
-    """An already computed result with a ``Future``'s ``result()``."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
+    def submit(self, fn, *args) -> Future:
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done

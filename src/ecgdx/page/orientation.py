@@ -25,6 +25,7 @@ import numpy as np
 
 from ecgdx.page.primitives import (
     INK_LEVEL,
+    MAX_INK_LEVEL,
     as_gray,
     component_boxes,
     find_pulses,
@@ -50,7 +51,6 @@ _MIN_GLYPHS = 20
 _MIN_ALONG = 1.5
 # The header band and the footer band: the top and the bottom quarter of the page.
 _BAND = 0.25
-_MAX_INK_LEVEL = 190  # the most the ink level rises for grey prints (the gate's limit)
 # The header band and the footer band: the top and the bottom quarter of the page.
 _BAND = 0.25
 
@@ -125,7 +125,7 @@ def _ink(flat: np.ndarray) -> np.ndarray:
     moves half-way from the darkest ink to the paper (as the quality gate does), within limits
     that keep the grid out."""
     darkest = float(np.percentile(flat[::2, ::2], 0.5))
-    level = float(np.clip((darkest + 255.0) / 2.0, INK_LEVEL, _MAX_INK_LEVEL))
+    level = float(np.clip((darkest + 255.0) / 2.0, INK_LEVEL, MAX_INK_LEVEL))
     return (flat < level).view(np.uint8)
 
 
