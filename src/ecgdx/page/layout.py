@@ -930,9 +930,13 @@ def _trace_path(
         new_costs, choice = [], []
         for run in runs:
             in_band = 0.2 if band[0] <= (run[0] + run[1]) / 2.0 <= band[1] else 0.0
-            steps = [costs[i] + step_cost(states[i], run, max_jump) for i in range(len(states))]
-            best = min(range(len(steps)), key=steps.__getitem__)
-            new_costs.append(steps[best] + in_band)
+            if len(states) == 1:  # most columns: one run to come from
+                best, cost = 0, costs[0] + step_cost(states[0], run, max_jump)
+            else:
+                steps = [costs[i] + step_cost(states[i], run, max_jump) for i in range(len(states))]
+                best = min(range(len(steps)), key=steps.__getitem__)
+                cost = steps[best]
+            new_costs.append(cost + in_band)
             choice.append(best)
         back.append((c, choice))
         states, costs = runs, new_costs
@@ -955,7 +959,10 @@ def _trace_path(
 
 def step_cost(a: tuple[int, int], b: tuple[int, int], max_jump: float) -> float:
     """Cost of the trace going from run a to run b in the next column (see _trace_path)."""
-    gap = max(0, max(a[0] - b[1], b[0] - a[1]))
+    above, below = a[0] - b[1], b[0] - a[1]
+    gap = above if above > below else below
+    if gap < 0:
+        gap = 0
     shift = abs((a[0] + a[1]) - (b[0] + b[1])) / 2.0
     return gap + (1000.0 if gap > max_jump else 0.0) + 0.01 * shift
 

@@ -279,11 +279,12 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
         if reduce_by not in dark_pixels:
             small = flat if reduce_by == 1 else cv2.resize(
                 flat, (flat.shape[1] // reduce_by, flat.shape[0] // reduce_by), interpolation=cv2.INTER_AREA)
-            weight = np.clip(235.0 - small.astype(np.float32), 0, None)
-            if not fine:
-                weight[weight < 75.0] = 0.0  # fast mode: ink only (traces, text, rules), not the grid
-            ys, xs = np.nonzero(weight)
-            dark_pixels[reduce_by] = (ys.astype(np.float64), xs - small.shape[1] / 2.0, weight[ys, xs])
+            # Weight 235 - gray where the page is darker than 235, found on the uint8 copy (the
+            # same pixels and values as clipping a float copy, without one); fast mode: ink only
+            # (traces, text, rules, weight >= 75), not the grid.
+            ys, xs = np.nonzero(small < 235 if fine else small <= 160)
+            weight = np.float32(235.0) - small[ys, xs].astype(np.float64)
+            dark_pixels[reduce_by] = (ys.astype(np.float64), xs - small.shape[1] / 2.0, weight)
         ys, xs, w = dark_pixels[reduce_by]
         if len(ys) < 50:
             return 0.0

@@ -912,6 +912,15 @@ class _Darkness:
         out[inside] = self._of(self.flat[rows[inside], cols[inside]])
         return out
 
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """(r1 - r0, c1 - c0) float32 darkness of rows r0..r1-1 and columns c0..c1-1 (0 outside)."""
+        out = np.zeros((max(0, r1 - r0), max(0, c1 - c0)), np.float32)
+        y0, y1 = max(0, r0), min(self.shape[0], r1)
+        x0, x1 = max(0, c0), min(self.shape[1], c1)
+        if y1 > y0 and x1 > x0:
+            out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = self._of(self.flat[y0:y1, x0:x1])
+        return out
+
     def column(self, c: int, a: int, b: int) -> np.ndarray:
         """Darkness of column c, rows a..b-1 (clipped to the window)."""
         return self._of(self.flat[max(0, a) : max(0, b), c])
@@ -990,12 +999,11 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
         r1 = int(math.floor(columns.hi[k : j + 1].max())) + 1
         if r1 - r0 < limit:  # hardly steeper than the line is wide: the column samples do
             continue
-        block = np.zeros((max(0, r1 - r0), c1 - c0), np.float32)
-        for c in range(c0, c1):
-            run = path[c]
-            if run is not None and run[1] > r0 and run[0] < r1:
-                a, b = max(run[0], r0), min(run[1], r1)
-                block[a - r0 : b - r0, c - c0] = dark.column(c, a, b)
+        # Each column's darkness over the rows of its own ink run only (neighbouring ink is not the stroke).
+        runs = [path[c] or (0, 0) for c in range(c0, c1)]
+        rows = np.arange(r0, r1)[:, None]
+        in_run = (rows >= np.array([r[0] for r in runs])) & (rows < np.array([r[1] for r in runs]))
+        block = np.where(in_run, dark.block(r0, r1, c0, c1), np.float32(0.0))
         inked = block > 0.2
         count = inked.sum(axis=1)
         first = np.argmax(inked, axis=1)

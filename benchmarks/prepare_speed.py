@@ -1,0 +1,80 @@
+"""Per-stage time of ``Predictor.predict`` on one thread, this tree against another, side by side.
+
+    python benchmarks/prepare_speed.py [--against OTHER/src] [--rounds 3] [--repeats 4]
+
+Each round runs, in a fresh process per tree (the trees alternating, so background load hits both
+alike), ``Predictor(threads=1).predict(bytes)`` on the 11 full-resolution JPEGs of $ECGDX_DATA_DIR
+``--repeats`` times after one warm-up pass, with the bundled model of this tree for both (the code
+is compared, not the model). Prints per round the median "preparation" (decode + normalise +
+preprocess + gate, from ``Prediction.timings_ms``), then per tree the per-stage medians over all
+rounds and the per-round ratios this / other. Not a test: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ECGDX_DATA_DIR", REPO.parent / "shared" / "data"))
+MODEL = REPO / "src" / "ecgdx" / "assets" / "default.onnx"
+PREPARATION = ("decode", "normalize", "preprocess", "gate")
+
+_ONE_ROUND = r"""
+import glob, json, os, statistics, sys
+os.environ["OMP_NUM_THREADS"] = "1"
+sys.path.insert(0, sys.argv[1])
+import cv2
+cv2.setNumThreads(1)
+from ecgdx.inference import Predictor
+pages = [open(f, "rb").read() for f in sorted(glob.glob(sys.argv[2] + "/*/*.jpg"))]
+predictor = Predictor(sys.argv[3], threads=1)
+for page in pages:
+    predictor.predict(page)
+stages = {}
+for _ in range(int(sys.argv[4])):
+    for page in pages:
+        timings = predictor.predict(page).timings_ms
+        for key, value in timings.items():
+            stages.setdefault(key, []).append(value)
+        stages.setdefault("preparation", []).append(sum(timings[k] for k in sys.argv[5].split(",")))
+print(json.dumps({key: statistics.median(values) for key, values in stages.items()}))
+"""
+
+
+def one_round(src: Path, repeats: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _ONE_ROUND, str(src), str(DATA / "mendeley-v1-fullres-samples"),
+                          str(MODEL), str(repeats), ",".join(PREPARATION)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", type=Path, help="another tree's src/ (e.g. a git worktree of an older commit)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4, help="passes over the 11 pages per round")
+    args = parser.parse_args(argv)
+    trees = {"this": REPO / "src"} | ({"other": args.against} if args.against else {})
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for k in range(args.rounds):
+        for name, src in trees.items():
+            rounds[name].append(one_round(src, args.repeats))
+        print(f"round {k + 1}: " + ", ".join(f"{n} preparation {r[-1]['preparation']:.1f} ms"
+                                             for n, r in rounds.items()), flush=True)
+    for name, results in rounds.items():
+        medians = {stage: round(statistics.median(r[stage] for r in results), 1) for stage in results[0]}
+        print(f"{name} ({trees[name]}): " + ", ".join(f"{s} {v}" for s, v in medians.items()))
+    if args.against:
+        ratios = [t["preparation"] / o["preparation"] for t, o in zip(rounds["this"], rounds["other"], strict=True)]
+        print("this / other, preparation per round: " + ", ".join(f"{r:.3f}" for r in ratios)
+              + f" (median {statistics.median(ratios):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
