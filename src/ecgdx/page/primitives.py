@@ -283,7 +283,7 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
             # same pixels and values as clipping a float copy, without one); fast mode: ink only
             # (traces, text, rules, weight >= 75), not the grid.
             ys, xs = np.nonzero(small < 235 if fine else small <= 160)
-            weight = np.float32(235.0) - small[ys, xs].astype(np.float64)
+            weight = 235.0 - small[ys, xs]  # float64: the weights' products below are float64 anyway
             dark_pixels[reduce_by] = (ys.astype(np.float64), xs - small.shape[1] / 2.0, weight)
         ys, xs, w = dark_pixels[reduce_by]
         if len(ys) < 50:
