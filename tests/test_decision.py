@@ -94,3 +94,60 @@ def test_decision_consistent_probabilities_argmax_is_the_decision():
     assert np.allclose(p.sum(axis=1), 1.0)
     assert np.array_equal(p.argmax(axis=1), rule.decide(z))
     assert not np.array_equal(rule.decide(z), z.argmax(axis=1))  # the weights really moved some decisions
+
+
+RATES = [0.16, 0.87, 0.21, 0.13]  # P(ST-elevation criteria met | class), as counted on the development pages
+
+
+def test_st_elevation_finding_is_bayes_rule_on_both_priors():
+    from ecgdx.decision import fit_st_elevation_rates  # noqa: F401 - the module's public helper
+
+    rule = DecisionRule(name="balanced_prior", temperature=1.5, data_prior=DATA_PRIOR, sampler_prior=UNIFORM,
+                        st_elevation_rates=RATES)
+    z = np.array([[1.2, 0.6, 0.1, -0.3]])
+    alone_q, alone_p = rule.balanced_probabilities(z), rule.data_prior_probabilities(z)
+    for met, likelihood in ((True, np.array(RATES)), (False, 1.0 - np.array(RATES))):
+        for with_finding, alone in ((rule.balanced_probabilities(z, met), alone_q),
+                                    (rule.data_prior_probabilities(z, met), alone_p)):
+            expected = alone * likelihood  # posterior = prior-side probability x likelihood, renormalised
+            assert np.allclose(with_finding, expected / expected.sum())
+    assert rule.decide(z)[0] == NORMAL and rule.decide(z, True)[0] == MI and rule.decide(z, False)[0] == NORMAL
+    # Not checked (None) is the picture alone; per-row findings are taken row by row.
+    assert np.allclose(rule.balanced_probabilities(z, None), alone_q)
+    rows = np.repeat(z, 3, axis=0)
+    assert rule.decide(rows, [True, None, False]).tolist() == [MI, NORMAL, NORMAL]
+    with pytest.raises(ValueError, match="3 rows"):
+        rule.decide(rows, [True, False])
+    # The consistent probabilities' argmax is the decision with the finding.
+    assert rule.decision_consistent_probabilities(z, True).argmax(axis=1)[0] == MI
+
+
+def test_a_rule_without_rates_ignores_the_finding_and_argmax_rules_never_use_it():
+    z = np.array([[1.2, 0.6, 0.1, -0.3]])
+    plain = DecisionRule(name="balanced_prior", temperature=1.5)
+    assert not plain.uses_measurements
+    assert np.array_equal(plain.balanced_probabilities(z, True), plain.balanced_probabilities(z))
+    old = DecisionRule(name="argmax", st_elevation_rates=RATES)
+    assert not old.uses_measurements and old.decide(z, True)[0] == NORMAL
+
+
+def test_st_elevation_rates_are_counted_with_laplace_and_skip_unchecked_pages():
+    from ecgdx.decision import fit_st_elevation_rates
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3])
+    found = np.array([0.0, 1.0, np.nan, 1.0, 1.0, 0.0, 0.0, np.nan])
+    # normal: 1 of 2 checked; mi: 2 of 2; abnormal: 0 of 1; history: 0 of 1 -> (k + 1) / (n + 2)
+    assert fit_st_elevation_rates(found, labels) == pytest.approx([2 / 4, 3 / 4, 1 / 3, 1 / 3])
+
+
+def test_st_elevation_rates_round_trip_and_are_validated():
+    rule = DecisionRule(name="balanced_prior").with_st_elevation_rates(RATES)
+    again = DecisionRule.from_json(rule.to_json())
+    assert again == rule and again.uses_measurements
+    assert "87 %" in again.describe_measurements() and "Bayes" in again.describe_measurements()
+    assert DecisionRule(name="balanced_prior").describe_measurements() == ""
+    for bad in ([0.1, 0.2, 0.3], [0.0, 0.5, 0.5, 0.5], [0.2, 1.0, 0.2, 0.2]):
+        with pytest.raises(ModelError, match="st_elevation_rates"):
+            DecisionRule(name="balanced_prior", st_elevation_rates=bad)
+    # A model file from before the field reads as before.
+    assert DecisionRule.from_dict({"name": "balanced_prior"}).st_elevation_rates is None

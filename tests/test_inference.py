@@ -183,3 +183,71 @@ def test_metadata_is_validated(predictor):
 def test_bad_threads_value(model_path):
     with pytest.raises(ValueError, match="threads"):
         Predictor(model_path, threads=0)
+
+
+# ----------------------------------------------------------------------- the ST-elevation finding
+
+
+@pytest.fixture(scope="module")
+def measuring_model(model_path, tmp_path_factory):
+    """The tiny model copied with a balanced-prior rule that weighs the ST-elevation finding."""
+    from ecgdx.cli import main
+    from ecgdx.decision import DecisionRule
+
+    folder = tmp_path_factory.mktemp("measuring")
+    rule = folder / "rule.json"
+    rule.write_text(DecisionRule(name="balanced_prior", temperature=1.3,
+                                 st_elevation_rates=[0.16, 0.87, 0.21, 0.13]).to_json())
+    out = folder / "measuring.onnx"
+    assert main(["model", "set-rule", str(model_path), "--decision-rule", str(rule), "--out", str(out),
+                 "--version-suffix=-st"]) == 0
+    return out
+
+
+def test_set_rule_keeps_the_weights_and_marks_the_version(model_path, measuring_model):
+    plain, measuring = Predictor.from_path(model_path), Predictor.from_path(measuring_model)
+    assert measuring.uses_measurements and not plain.uses_measurements
+    assert measuring.model_version == plain.model_version + "-st"
+    batch = np.random.default_rng(3).random((2, 1, TINY_SPEC.height, TINY_SPEC.width), dtype=np.float32)
+    assert np.array_equal(plain.logits(batch), measuring.logits(batch))  # the same network
+
+
+def test_the_finding_is_weighed_in_predict_and_in_with_st_elevation(measuring_model, page_png):
+    predictor = Predictor.from_path(measuring_model)
+    alone = predictor.predict(page_png)
+    assert alone.st_elevation is None and alone.decided_from == "picture" and len(alone.logits) == 4
+    rule = predictor.rule
+    z = np.array([alone.logits])
+    for met in (True, False):
+        direct = predictor.predict(page_png, st_elevation=met)
+        later = predictor.with_st_elevation(alone, met)
+        expected = rule.balanced_probabilities(z, met)[0]
+        for p in (direct, later):
+            assert p.st_elevation is met and p.decided_from == "picture and measured ST segments"
+            assert list(p.balanced_probabilities.values()) == pytest.approx(expected.tolist())
+            assert p.label == CLASS_KEYS[int(rule.decide(z, met)[0])]
+            assert p.to_dict()["st_elevation_criteria_met"] is met
+    # Met criteria raise the MI probability; unmet ones lower it.
+    assert (predictor.predict(page_png, st_elevation=True).balanced_probabilities["mi"]
+            > alone.balanced_probabilities["mi"]
+            > predictor.predict(page_png, st_elevation=False).balanced_probabilities["mi"])
+    assert predictor.with_st_elevation(alone, None).balanced_probabilities == pytest.approx(
+        alone.balanced_probabilities)
+    many = predictor.predict_many([page_png, page_png, page_png], st_elevation=[True, None, False])
+    assert [p.st_elevation for p in many] == [True, None, False]
+    with pytest.raises(ValueError, match="2 values for 3 sources"):
+        predictor.predict_many([page_png] * 3, st_elevation=[True, False])
+
+
+def test_the_explanation_is_on_the_scale_of_the_decision_with_the_finding(measuring_model, page_png):
+    predictor = Predictor.from_path(measuring_model)
+    p = predictor.predict(page_png, st_elevation=True, explain=True, keep_input=True)
+    assert p.explanation.base_probability == pytest.approx(p.balanced_probabilities[p.label], abs=1e-6)
+    again = predictor.explain_model_input(p.model_input, p.label, canonical=False, st_elevation=True)
+    assert again.base_probability == pytest.approx(p.balanced_probabilities[p.label], abs=1e-6)
+
+
+def test_a_model_without_rates_ignores_the_finding(predictor, page_png):
+    alone = predictor.predict(page_png)
+    assert predictor.predict(page_png, st_elevation=True).probabilities == alone.probabilities
+    assert predictor.with_st_elevation(alone, True) is alone

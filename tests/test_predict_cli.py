@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -139,3 +140,32 @@ def test_model_info(model, capsys, monkeypatch):
     monkeypatch.setattr(inference, "BUNDLED_MODEL", "assets/no-such-model.onnx")
     assert main(["model", "info"]) == 2
     assert "ECGDX_MODEL_PATH" in capsys.readouterr().err
+
+
+def test_measure_weighs_the_st_elevation_finding_into_the_decision(model, folder, tmp_path, capsys):
+    pytest.importorskip("neurokit2")
+    from ecgdx.decision import DecisionRule
+    from ecgdx.inference import Predictor
+
+    rule = tmp_path / "rule.json"
+    # An extreme rate table, so that the finding visibly moves the decision.
+    rule.write_text(DecisionRule(name="balanced_prior", st_elevation_rates=[0.01, 0.99, 0.01, 0.01]).to_json())
+    measuring = tmp_path / "measuring.onnx"
+    assert main(["model", "set-rule", model, "--decision-rule", str(rule), "--out", str(measuring)]) == 0
+    capsys.readouterr()
+    assert main(["model", "info", str(measuring)]) == 0
+    assert "99 % of the development pages with a myocardial infarction" in capsys.readouterr().out
+    assert main(["predict", str(folder), "--model", str(measuring), "--format", "csv", "--measure"]) == 0
+    rows = {Path(r["path"]).name: r for r in _csv_rows(capsys.readouterr().out)}
+    predictor = Predictor.from_path(measuring)
+    for name in ("a.png", "b.jpg"):
+        row = rows[name]
+        assert row["st_elevation_criteria"] in ("true", "false") and row["measure_error"] == ""
+        assert row["decided_from"] == "picture and measured ST segments"
+        met = row["st_elevation_criteria"] == "true"
+        alone = predictor.predict(str(folder / ("a.png" if name == "a.png" else "sub/b.jpg")))
+        assert row["label"] == predictor.with_st_elevation(alone, met).label
+        assert float(row["balanced_mi"]) == pytest.approx(
+            predictor.with_st_elevation(alone, met).balanced_probabilities["mi"], abs=1e-6)
+    blank = rows["blank.png"]
+    assert blank["label"] == "" and blank["st_elevation_criteria"] == "" and "not digitised" in blank["measure_error"]

@@ -218,6 +218,34 @@ def export_checkpoint(
             "bytes": len(onnx_bytes)}
 
 
+def set_decision_rule(model: str | os.PathLike, out: str | os.PathLike, decision_rule: Any, *,
+                      version_suffix: str = "") -> dict[str, Any]:
+    """Copy an exported ecgdx ONNX model with another decision rule (``ecgdx.decision.DecisionRule``),
+    the weights byte for byte the same: e.g. to add the ST-elevation rates of
+    ``benchmarks/measurement_evidence.py --write-rule``. The temperature follows the rule;
+    ``version_suffix`` is appended to the model version (once), since the decisions change.
+    Needs the ``onnx`` package (the [train] extra). Returns the new metadata.
+    """
+    import onnx
+
+    source = Path(model)
+    try:
+        proto = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several kinds for a bad file
+        raise ModelError(f"'{source}' could not be read as an ONNX model: {exc}") from None
+    metadata = decode_metadata({p.key: p.value for p in proto.metadata_props}, f"'{source}'")
+    metadata["decision_rule"] = decision_rule.to_dict()
+    metadata["temperature"] = float(decision_rule.temperature)
+    version = str(metadata.get("model_version", "unknown"))
+    if version_suffix and not version.endswith(version_suffix):
+        metadata["model_version"] = version + version_suffix
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {key: json.dumps(value) for key, value in metadata.items()})
+    proto.doc_string = f"ecgdx {metadata['model_version']}: 12-lead ECG page classifier (research use only)"
+    _write_atomically(Path(out), proto.SerializeToString())
+    return metadata
+
+
 def build_metadata(ckpt: Mapping[str, Any], checkpoint_path: Path | None = None, *,
                    decision_rule: Any = None) -> dict[str, Any]:
     """The metadata dict (``METADATA_KEYS``) of a checkpoint dict.

@@ -83,6 +83,10 @@ class Prediction:
     forced: True when a diagnosis was made although the gate refused the picture (force=True).
     explanation: ``ecgdx.explain.Explanation`` when requested.
     model_input: (H, W) uint8 picture the model saw, only with ``predict(..., keep_input=True)``.
+    logits: the network's raw outputs (class order ``CLASS_KEYS``); empty when refused.
+    st_elevation: whether the digitised leads met the ST-elevation (STEMI) criteria, when that
+        finding was weighed into the probabilities and the decision (``Predictor.with_st_elevation``);
+        None: the picture alone decided.
     """
 
     source: str | None
@@ -98,6 +102,8 @@ class Prediction:
     model_input: np.ndarray | None = None
     balanced_probabilities: dict[str, float] | None = None
     decision_rule: str = "argmax"
+    logits: list[float] | None = None
+    st_elevation: bool | None = None
 
     @property
     def decision_probabilities(self) -> dict[str, float]:
@@ -106,6 +112,13 @@ class Prediction:
         if self.decision_rule != "argmax" and self.balanced_probabilities:
             return self.balanced_probabilities
         return self.probabilities
+
+    @property
+    def decided_from(self) -> str:
+        """What the decision read: 'picture' or 'picture and measured ST segments' ('' when refused)."""
+        if self.label is None:
+            return ""
+        return "picture" if self.st_elevation is None else "picture and measured ST segments"
 
     @property
     def diagnosed(self) -> bool:
@@ -121,6 +134,8 @@ class Prediction:
             "probabilities": dict(self.probabilities),
             "balanced_probabilities": dict(self.balanced_probabilities or {}),
             "decision_rule": self.decision_rule,
+            "st_elevation_criteria_met": self.st_elevation,
+            "decided_from": self.decided_from,
             "model_version": self.model_version,
             "gate": self.gate.to_dict(),
             "timings_ms": dict(self.timings_ms),
@@ -155,6 +170,7 @@ class _Prepared:
     timings_ms: dict[str, float]
     lead_regions: Any = None  # ecgdx.explain.Regions, only when explaining
     normalization: dict[str, Any] | None = None  # ecgdx.page.normalize.Normalization.to_dict()
+    st_elevation: bool | None = None  # the finding of the page's digitised leads, when given
 
 
 def default_model_path() -> Path | bytes:
@@ -263,6 +279,7 @@ class Predictor:
         grid: tuple[int, int] = (8, 8),
         keep_input: bool = False,
         explain_class: str | None = None,
+        st_elevation: bool | None = None,
     ) -> Prediction:
         """Classify one picture.
 
@@ -276,11 +293,16 @@ class Predictor:
             keep_input: also return the picture the model saw (``Prediction.model_input``).
             explain_class: explain this class (a key of ``CLASS_KEYS``) instead of the one decided
                 now; the web app passes the stored verdict, so a later explanation is of that verdict.
+            st_elevation: whether the page's digitised leads meet the ST-elevation criteria
+                (``ecgdx.signals.findings.page_findings(source).stemi``), weighed into the decision
+                and the explanation when the model carries the rates (``uses_measurements``); None:
+                the picture alone decides.
 
         Raises:
             InvalidImageError: unreadable input. NotAnEcgError: strict and the gate refused it.
         """
         prepared = self._prepare(source, explain, force)
+        prepared.st_elevation = st_elevation
         if strict and not force and not prepared.gate.ok:
             raise NotAnEcgError(_refusal(prepared))
         if explain_class is not None and explain_class not in CLASS_KEYS:
@@ -299,6 +321,7 @@ class Predictor:
         force: bool = False,
         grid: tuple[int, int] = (8, 8),
         workers: int | None = None,
+        st_elevation: Sequence[bool | None] | None = None,
     ) -> list[Prediction | PredictionFailure]:
         """Classify many pictures; one result per source, in order, never stopping on a bad file.
 
@@ -306,20 +329,26 @@ class Predictor:
         releases the GIL) over chunks of ``batch_size`` pages, inference on runs of up to
         ``RUN_BATCH`` pages of a chunk. With workers > 1 the next chunk is preprocessed while the
         network reads the current one, so neither waits for the other. A source that
-        cannot be read becomes a ``PredictionFailure`` naming the problem.
+        cannot be read becomes a ``PredictionFailure`` naming the problem. ``st_elevation``: one
+        finding per source (as ``predict``), or None for the picture alone.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sources = list(sources)
+        findings = [None] * len(sources) if st_elevation is None else list(st_elevation)
+        if len(findings) != len(sources):
+            raise ValueError(f"st_elevation has {len(findings)} values for {len(sources)} sources")
         workers = self.threads if workers is None else max(1, int(workers))
         results: list[Prediction | PredictionFailure] = []
-        chunks = [sources[start : start + batch_size] for start in range(0, len(sources), batch_size)]
+        chunks = [list(zip(sources[start : start + batch_size], findings[start : start + batch_size], strict=True))
+                  for start in range(0, len(sources), batch_size)]
         with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InlineExecutor() as pool:
-            pending = [pool.submit(self._prepare_or_fail, s, explain, force) for s in chunks[0]] if chunks else []
+            pending = [pool.submit(self._prepare_or_fail, s, explain, force, f) for s, f in chunks[0]] if chunks else []
             for index in range(len(chunks)):
                 prepared = [future.result() for future in pending]
                 if index + 1 < len(chunks):  # queued before this chunk's inference starts
-                    pending = [pool.submit(self._prepare_or_fail, s, explain, force) for s in chunks[index + 1]]
+                    pending = [pool.submit(self._prepare_or_fail, s, explain, force, f)
+                               for s, f in chunks[index + 1]]
                 ready = [p for p in prepared if isinstance(p, _Prepared)]
                 finished = iter(self._finish(ready, explain=explain, force=force, grid=grid))
                 results.extend(next(finished) if isinstance(p, _Prepared) else p for p in prepared)
@@ -327,9 +356,12 @@ class Predictor:
 
     # ---------------------------------------------------------------------------------- stages
 
-    def _prepare_or_fail(self, source: Any, explain: bool, force: bool) -> _Prepared | PredictionFailure:
+    def _prepare_or_fail(self, source: Any, explain: bool, force: bool,
+                         st_elevation: bool | None = None) -> _Prepared | PredictionFailure:
         try:
-            return self._prepare(source, explain, force)
+            prepared = self._prepare(source, explain, force)
+            prepared.st_elevation = st_elevation
+            return prepared
         except EcgdxError as exc:
             return PredictionFailure(_source_name(source), str(exc), type(exc).__name__)
         except Exception as exc:  # one odd picture must not stop a batch of thousands
@@ -394,9 +426,11 @@ class Predictor:
             out = [self.logits(batch[j : j + RUN_BATCH]) for j in range(0, len(batch), RUN_BATCH)]
             logits = dict(zip(todo, np.concatenate(out), strict=True))
             share = _ms((time.perf_counter() - t0) / len(todo))
-        probs = {i: self.rule.data_prior_probabilities(z)[0] for i, z in logits.items()}
-        balanced = {i: self.rule.balanced_probabilities(z)[0] for i, z in logits.items()}
-        decided = {i: int(self.rule.decide(z)[0]) for i, z in logits.items()}
+        # The finding is weighed only by rules that carry its rates (``DecisionRule.evidence``).
+        finding = {i: prepared[i].st_elevation if self.uses_measurements else None for i in logits}
+        probs = {i: self.rule.data_prior_probabilities(z, finding[i])[0] for i, z in logits.items()}
+        balanced = {i: self.rule.balanced_probabilities(z, finding[i])[0] for i, z in logits.items()}
+        decided = {i: int(self.rule.decide(z, finding[i])[0]) for i, z in logits.items()}
         results = []
         for i, p in enumerate(prepared):
             timings = dict(p.timings_ms, inference=share if i in probs else 0.0)
@@ -411,7 +445,7 @@ class Predictor:
                 display = self.display_names[label]
                 if explain:
                     t0 = time.perf_counter()
-                    explanation = self._explain(p, CLASS_KEYS.index(explain_class or label), grid)
+                    explanation = self._explain(p, CLASS_KEYS.index(explain_class or label), grid, finding[i])
                     timings["explain"] = timings.get("explain", 0.0) + _ms(time.perf_counter() - t0)
             timings["total"] = round(sum(timings.values()), 3)
             results.append(Prediction(
@@ -419,12 +453,51 @@ class Predictor:
                 model_version=self.model_version, gate=p.gate, timings_ms=timings,
                 preprocess=_details_dict(p.details, p.normalization), forced=bool(i in probs and not p.gate.ok),
                 explanation=explanation, balanced_probabilities=balanced_probabilities,
-                decision_rule=self.rule.name,
+                decision_rule=self.rule.name, logits=[float(v) for v in logits[i]] if i in logits else None,
+                st_elevation=finding.get(i),
             ))
         return results
 
+    @property
+    def uses_measurements(self) -> bool:
+        """True when this model's decision can weigh the ST-elevation finding of the digitised leads
+        (``with_st_elevation``); the model card gives the rates it uses."""
+        return self.rule.uses_measurements
+
+    def with_st_elevation(self, prediction: Prediction, st_elevation: bool | None) -> Prediction:
+        """``prediction`` decided again with the ST-elevation (STEMI) criteria finding of the same page's
+        digitised leads (``ecgdx.signals.findings.page_findings(...).stemi``) as evidence
+        (``ecgdx.decision``: Bayes' rule with the rates counted on the training pages).
+
+        st_elevation: True / False as the criteria were met or not; None (not digitised) gives the
+        picture's own decision back. A refused page, or a model without rates, is returned unchanged.
+        The explanation, if any, is dropped when the decided class changes (explain again with
+        ``explain_model_input(..., st_elevation=...)``).
+        """
+        from dataclasses import replace
+
+        if prediction.label is None or not prediction.logits or not self.uses_measurements:
+            return prediction
+        if st_elevation is not None:
+            st_elevation = bool(st_elevation)
+        z = np.asarray(prediction.logits, np.float64)[None]
+        probabilities = self.rule.data_prior_probabilities(z, st_elevation)[0]
+        balanced = self.rule.balanced_probabilities(z, st_elevation)[0]
+        label = CLASS_KEYS[int(self.rule.decide(z, st_elevation)[0])]
+        explanation = prediction.explanation if label == prediction.label else None
+        return replace(prediction, label=label, display_name=self.display_names[label],
+                       probabilities={k: float(v) for k, v in zip(CLASS_KEYS, probabilities, strict=True)},
+                       balanced_probabilities={k: float(v) for k, v in zip(CLASS_KEYS, balanced, strict=True)},
+                       st_elevation=st_elevation, explanation=explanation)
+
+    def _scorer(self, st_elevation: bool | None = None):
+        """Batch -> the probabilities the decision reads (the finding included), for occlusion."""
+        if self.rule.name == "argmax":
+            return self.probabilities
+        return lambda batch: self.rule.balanced_probabilities(self.logits(batch), st_elevation)
+
     def explain_model_input(self, model_input: np.ndarray, target: str, *, canonical: bool,
-                            grid: tuple[int, int] = (8, 8)):
+                            grid: tuple[int, int] = (8, 8), st_elevation: bool | None = None):
         """Explain class ``target`` on a stored model input, so the explanation is of exactly what
         the verdict saw.
 
@@ -433,6 +506,8 @@ class Predictor:
             layout (``preprocess["layout_method"] == "canonical"``); lead boxes are then known,
             otherwise grid cells are ranked. The explanation's ``base_probability`` is the
             verdict's probability of ``target``.
+        st_elevation: the finding the verdict weighed (``Prediction.st_elevation``), so that the
+            occluded probabilities are on the verdict's scale.
         """
         from dataclasses import replace
 
@@ -447,18 +522,16 @@ class Predictor:
         tensor = (image.astype(np.float32) / 255.0)[None]
         regions = canonical_regions(self.spec) if canonical else Regions(
             {}, "grid", "the lead layout of this page was not found; ranking grid cells instead")
-        scorer = self.probabilities if self.rule.name == "argmax" else self.balanced_probabilities
-        explanation = explain_input(scorer, tensor, CLASS_KEYS.index(target), regions=regions, grid=grid,
-                                    spec=self.spec)
+        explanation = explain_input(self._scorer(st_elevation), tensor, CLASS_KEYS.index(target), regions=regions,
+                                    grid=grid, spec=self.spec)
         return replace(explanation, background=image, background_kind="model_input")
 
-    def _explain(self, prepared: _Prepared, target: int, grid: tuple[int, int]):
+    def _explain(self, prepared: _Prepared, target: int, grid: tuple[int, int], st_elevation: bool | None = None):
         from ecgdx.explain import explain_input
 
         # Occlusion scores the probabilities the decision reads, so the explanation is of the verdict.
-        scorer = self.probabilities if self.rule.name == "argmax" else self.balanced_probabilities
         return explain_input(
-            scorer, prepared.tensor, target, regions=prepared.lead_regions, grid=grid,
+            self._scorer(st_elevation), prepared.tensor, target, regions=prepared.lead_regions, grid=grid,
             details=prepared.details, spec=self.spec,
         )
 

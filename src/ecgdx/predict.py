@@ -94,11 +94,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
     model = subparsers.add_parser("model", help="inspect ONNX models")
-    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="{info}")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="{info,set-rule}")
     info = model_commands.add_parser("info", help="print a model's metadata (version, classes, preprocessing, metrics)")
     info.add_argument("path", nargs="?", help="ONNX model (default: $ECGDX_MODEL_PATH, else the bundled model)")
     info.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
     info.set_defaults(func=run_model_info)
+    set_rule = model_commands.add_parser(
+        "set-rule", help="copy a model with another decision rule (the weights unchanged; needs the [train] extra)")
+    set_rule.add_argument("path", help="ONNX model to copy")
+    set_rule.add_argument("--decision-rule", type=Path, required=True, metavar="JSON",
+                          help="the rule (e.g. benchmarks/measurement_evidence.py --write-rule's output)")
+    set_rule.add_argument("--out", type=Path, required=True, help="ONNX file to write (may be PATH itself)")
+    set_rule.add_argument("--version-suffix", default="",
+                          help="append this to the model version, since the decisions change (e.g. --version-suffix=-st)")
+    set_rule.set_defaults(func=run_model_set_rule)
 
 
 def _positive_int(text: str) -> int:
@@ -121,7 +130,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return run_remote(args)
     from tqdm import tqdm
 
-    from ecgdx.inference import Predictor
+    from ecgdx.inference import Prediction, Predictor
 
     inputs = collect_inputs(args.paths)
     if not inputs:
@@ -133,12 +142,17 @@ def run_predict(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(inputs), unit="img", file=sys.stderr, disable=len(inputs) <= _PROGRESS_MIN)
     for start in range(0, len(inputs), args.batch_size):
         chunk = inputs[start : start + args.batch_size]
+        # Measured first, so that the decision can weigh the ST-elevation finding (when the model
+        # carries its rates, ecgdx.decision) and the explanation is of that decision.
+        measured = [_measure_page(path) for _, path in chunk] if getattr(args, "measure", False) else None
         results = predictor.predict_many([path for _, path in chunk], batch_size=args.batch_size,
-                                         explain=bool(args.explain), force=args.force)
-        for (display, path), result in zip(chunk, results, strict=True):
+                                         explain=bool(args.explain), force=args.force,
+                                         st_elevation=None if measured is None else [m[1] for m in measured])
+        for index, ((display, _), result) in enumerate(zip(chunk, results, strict=True)):
             row = _result_row(display, result, args.explain, names)
-            if getattr(args, "measure", False):
-                row["measurements"] = _measure_row(path, result)
+            if measured is not None:
+                row["measurements"] = measured[index][0] if isinstance(result, Prediction) else {
+                    **dict.fromkeys(MEASURE_COLUMNS), "measure_error": "the picture could not be read"}
             rows.append(row)
             _report(display, result, bar)
         bar.update(len(chunk))
@@ -168,27 +182,30 @@ def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict
     return row
 
 
-def _measure_row(path: str, result: Any) -> dict[str, Any]:
-    """Measurements of one picture (``ecgdx.signals.measure`` on ``ecgdx.signals.digitize``): the MEASURE_COLUMNS as
-    a dict, None for what could not be measured; 'measure_error' says why nothing was measured."""
+def _measure_page(path: str) -> tuple[dict[str, Any], bool | None]:
+    """Measurements of one picture (``ecgdx.signals.measure`` on ``ecgdx.signals.digitize``), as the
+    MEASURE_COLUMNS dict (None for what could not be measured; 'measure_error' says why nothing was),
+    and whether its leads meet the ST-elevation criteria (``ecgdx.signals.findings``; None when not
+    digitised)."""
     from ecgdx.errors import EcgdxError
-    from ecgdx.inference import PredictionFailure
 
-    empty: dict[str, Any] = {k: None for k in MEASURE_COLUMNS}
-    if isinstance(result, PredictionFailure):
-        return {**empty, "measure_error": "the picture could not be read"}
+    empty: dict[str, Any] = dict.fromkeys(MEASURE_COLUMNS)
     try:
         from ecgdx.signals.digitize import digitize
+        from ecgdx.signals.findings import assess, measure_q_waves
         from ecgdx.signals.measure import measure
 
         digitized = digitize(path)
-        values = measure(digitized, digitized.fs).to_dict()
+        measured = measure(digitized, digitized.fs)
+        found = assess(measured, measure_q_waves(digitized.leads_dict(), digitized.fs, measured.r_peaks))
     except EcgdxError as exc:
-        return {**empty, "measure_error": f"not digitised: {exc}"}
-    out = {k: values.get(k) for k in MEASURE_COLUMNS if k != "measure_error"}
+        return {**empty, "measure_error": f"not digitised: {exc}"}, None
+    values = measured.to_dict()
+    out = {k: values.get(k) for k in MEASURE_COLUMNS if k not in ("measure_error", "st_elevation_criteria")}
+    out["st_elevation_criteria"] = found.stemi
     out["measure_error"] = None
     out["reasons"] = {k: v for k, v in values["reasons"].items() if k in out}
-    return out
+    return out, found.stemi
 
 
 def _report(display: str, result: Any, bar) -> None:
@@ -308,12 +325,32 @@ def run_model_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_model_set_rule(args: argparse.Namespace) -> int:
+    from ecgdx.decision import DecisionRule
+    from ecgdx.errors import EcgdxError
+    from ecgdx.export import set_decision_rule
+
+    if not args.decision_rule.is_file():
+        raise EcgdxError(f"no decision rule file at {args.decision_rule}")
+    rule = DecisionRule.from_json(args.decision_rule.read_text(encoding="utf-8"))
+    meta = set_decision_rule(args.path, args.out, rule, version_suffix=args.version_suffix)
+    print(f"wrote {args.out}, model version {meta['model_version']}: {rule.describe()}")
+    return EXIT_OK
+
+
 def _describe_rule(rule: Any) -> str:
     from ecgdx.decision import DecisionRule
 
     if not isinstance(rule, dict):
         return DecisionRule(name="argmax").describe()
     return DecisionRule.from_dict(rule).describe()
+
+
+def _describe_measurements(rule: Any) -> str:
+    from ecgdx.decision import DecisionRule
+
+    text = DecisionRule.from_dict(rule).describe_measurements() if isinstance(rule, dict) else ""
+    return (text + " Used with --measure and in the web app.") if text else "not used by the decision"
 
 
 def describe_metadata(meta: dict[str, Any], label: str) -> str:
@@ -337,6 +374,7 @@ def describe_metadata(meta: dict[str, Any], label: str) -> str:
         ("preprocessing", prep),
         ("temperature", f"{float(meta.get('temperature', 1.0)):.4f}"),
         ("decision", _describe_rule(meta.get("decision_rule"))),
+        ("measurements", _describe_measurements(meta.get("decision_rule"))),
         ("test metrics", metric_text),
         ("data fingerprint", str(meta.get("data_fingerprint") or "unknown")),
         ("exported", f"{meta.get('exported_at', '?')} with ecgdx {meta.get('ecgdx_version', '?')}"),

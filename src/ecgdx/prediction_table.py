@@ -41,8 +41,10 @@ EXTRA_COLUMNS = ("gate_ok", "gate_score", "gate_reasons", "forced", "model_versi
                  "decision_rule", "balanced_normal", "balanced_mi", "balanced_abnormal_heartbeat",
                  "balanced_history_of_mi")
 # With --measure (ecgdx.signals.measure on the digitised page), appended after EXTRA_COLUMNS.
+# st_elevation_criteria: the STEMI criteria (ecgdx.signals.findings) met in the digitised leads; the
+# bundled model's decision weighs it (decided_from says so).
 MEASURE_COLUMNS = ("heart_rate_bpm", "rr_sdnn_ms", "rr_rmssd_ms", "pr_ms", "qrs_ms", "qt_ms", "qtc_bazett_ms",
-                   "qtc_fridericia_ms", "axis_deg", "measure_error")
+                   "qtc_fridericia_ms", "axis_deg", "st_elevation_criteria", "decided_from", "measure_error")
 
 
 def collect_inputs(paths: list[str]) -> list[tuple[str, str]]:
@@ -114,6 +116,7 @@ def csv_cells(r: dict[str, Any], measured: bool = False) -> list[str]:
     balanced = r.get("balanced_probabilities") or {}
     gate = r.get("gate") or {}
     values = r.get("measurements") or {}
+    values = {**values, "decided_from": r.get("decided_from") or None}
     extra = [_cell(values.get(k)) for k in MEASURE_COLUMNS] if measured else []
     return [
         r["path"], r.get("label") or "",
@@ -135,4 +138,6 @@ def _cell(value: Any) -> str:
     """A measurement as CSV text: '' for None, one decimal for numbers."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()
     return f"{value:.1f}" if isinstance(value, float) else str(value)

@@ -27,6 +27,9 @@ class WebPrediction:
     label: class key, or None when the quality gate refused the picture (then nothing else matters).
     model_input: (H, W) uint8 picture the model saw. overlay: BGR uint8 heatmap over the page crop.
     leads: [{"name", "importance"}] occlusion drop of P(label) per lead (or grid cell), largest first.
+    logits: the network's raw outputs (the decision can be made again from them with a finding).
+    st_elevation: the ST-elevation finding of the digitised leads that the decision weighed, or None
+        when the picture alone decided (``with_st_elevation``).
     """
 
     label: str | None
@@ -43,6 +46,8 @@ class WebPrediction:
     explanation_method: str = ""
     explanation_note: str = ""
     explanation_probability: float | None = None
+    logits: list[float] | None = None
+    st_elevation: bool | None = None
 
     @property
     def display_name(self) -> str | None:
@@ -55,8 +60,14 @@ class PredictorBackend(Protocol):
     def predict(self, gray: np.ndarray, *, explain: bool = True, explain_class: str | None = None) -> WebPrediction:
         """explain_class: explain this class instead of the one decided now (a stored verdict)."""
 
-    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
-        """The explanation of ``label`` on a stored model input (overlay, leads, method, note, probability)."""
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool,
+                            st_elevation: bool | None = None) -> WebPrediction:
+        """The explanation of ``label`` on a stored model input (overlay, leads, method, note, probability),
+        on the scale of the decision that weighed ``st_elevation``."""
+
+    def with_st_elevation(self, result: WebPrediction, st_elevation: bool | None) -> WebPrediction:
+        """``result`` decided again with the ST-elevation finding of the same page's digitised leads
+        (unchanged when the model does not weigh it, or the finding is None)."""
 
     def model_info(self) -> dict[str, Any]: ...
 
@@ -101,6 +112,7 @@ class OnnxPredictorBackend:
             gate_reasons=[str(r) for r in p.gate.reasons],
             timings_ms={k: float(v) for k, v in p.timings_ms.items()},
             preprocess=dict(p.preprocess),
+            logits=list(p.logits) if p.logits else None,
         )
         if p.label is None:
             return out
@@ -114,10 +126,29 @@ class OnnxPredictorBackend:
             out.explanation_probability = float(e.base_probability)
         return out
 
-    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
+    def with_st_elevation(self, result: WebPrediction, st_elevation: bool | None) -> WebPrediction:
+        from dataclasses import replace
+
+        rule = self._predictor.rule
+        if result.label is None or not result.logits or not rule.uses_measurements or st_elevation is None:
+            return result
+        z = np.asarray(result.logits, np.float64)[None]
+        shown = rule.balanced_probabilities(z, bool(st_elevation))[0]
+        label = CLASS_KEYS[int(rule.decide(z, bool(st_elevation))[0])]
+        changed = label != result.label
+        return replace(result, label=label, probabilities={k: float(v) for k, v in zip(CLASS_KEYS, shown, strict=True)},
+                       st_elevation=bool(st_elevation),
+                       # An explanation of the picture's own answer is not one of this decision.
+                       overlay=None if changed else result.overlay, leads=[] if changed else result.leads,
+                       explanation_method="" if changed else result.explanation_method,
+                       explanation_note="" if changed else result.explanation_note,
+                       explanation_probability=None if changed else result.explanation_probability)
+
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool,
+                            st_elevation: bool | None = None) -> WebPrediction:
         from ecgdx.explain import render_overlay
 
-        e = self._predictor.explain_model_input(model_input, label, canonical=canonical)
+        e = self._predictor.explain_model_input(model_input, label, canonical=canonical, st_elevation=st_elevation)
         shown = {label: float(e.base_probability)}
         return WebPrediction(
             label=label, probabilities=shown, model_version=self.model_version, gate_ok=True, gate_score=1.0,

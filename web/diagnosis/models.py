@@ -64,6 +64,9 @@ class Analysis(models.Model):
         null=True, blank=True, help_text="probability of the explained class on the input the explanation read "
         "(equal to the verdict's when it was made from the stored model input)")
     preprocess = models.JSONField(default=dict, blank=True, help_text="crop box, page size, template")
+    st_elevation_weighed = models.BooleanField(
+        null=True, blank=True, help_text="the ST-elevation finding of the digitised leads that the verdict weighed "
+        "(True: criteria met, False: not met); null when the picture alone decided")
 
     upload_sha256 = models.CharField(max_length=64, db_index=True)
     upload_bytes = models.PositiveBigIntegerField()
@@ -108,6 +111,16 @@ class Analysis(models.Model):
     def probability(self) -> float:
         """Probability of the predicted class."""
         return float(self.probabilities.get(self.label, 0.0))
+
+    @property
+    def decided_from(self) -> str:
+        """What the verdict read, in words ('' until done)."""
+        if self.status != "done" or not self.label:
+            return ""
+        if self.st_elevation_weighed is None:
+            return "the picture"
+        met = "met" if self.st_elevation_weighed else "not met"
+        return f"the picture and the measured ST segments (ST-elevation criteria {met} in the digitised leads)"
 
     def probability_rows(self) -> list[dict]:
         """All four classes in the contract's order, for bars and tables."""

@@ -80,6 +80,7 @@ def build_report(analysis: Analysis) -> bytes:
         ("Date", f"{local:%Y-%m-%d %H:%M} {local.tzname() or ''}".strip()),
         ("User", analysis.owner.get_username()),
         ("Model version", analysis.model_version),
+        ("Decided from", analysis.decided_from),
         ("Processing time", f"{analysis.processing_ms:.0f} ms"),
         ("Quality gate", f"{'passed' if analysis.gate_ok else 'refused'} (score {analysis.gate_score:.2f})"),
         ("Upload SHA-256", analysis.upload_sha256),

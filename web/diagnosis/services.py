@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -61,6 +62,7 @@ class PredictionOutcome:
     analysis: Analysis
     stored: bool
     pictures: dict[str, bytes] = field(default_factory=dict)  # demo only: PNG bytes by image kind
+    digitization: Any = None  # demo only: the unsaved Digitization the verdict weighed
 
 
 # --------------------------------------------------------------------------------------- rate limit
@@ -181,13 +183,46 @@ def prediction_create(*, image_file, user, client_ip: str | None = None) -> Pred
 
 def _demo_prediction(data: bytes, gray, kind: str, started: float) -> PredictionOutcome:
     """An anonymous demo upload, analysed in the request because nothing of it is kept."""
-    result = _predict(gray, explain=True)
+    result = _predict(gray, explain=False)
     _check_gate(result)
     pictures = _pictures(data, gray, kind, result)
+    digitization = _digitize(pictures["original"])
+    result, pictures = _decide_and_explain(result, gray, digitization, pictures)
     analysis = Analysis(status="done", progress=100, upload_sha256=hashlib.sha256(data).hexdigest(),
                         upload_bytes=len(data), upload_type=kind, header_blanked=pictures.pop("_blanked", False),
                         **_result_fields(result), processing_ms=round(1000.0 * (time.perf_counter() - started), 1))
-    return PredictionOutcome(analysis, stored=False, pictures=pictures)
+    return PredictionOutcome(analysis, stored=False, pictures=pictures, digitization=digitization)
+
+
+def _decide_and_explain(result: WebPrediction, gray, digitization, pictures: dict) -> tuple[WebPrediction, dict]:
+    """The verdict with the ST-elevation finding of the page's digitised leads weighed in (when the
+    model weighs it, ``ecgdx.decision``), then the explanation of that verdict and its heatmap: one
+    analysis, so the verdict, the explanation and the findings shown come from the same page."""
+    st_elevation = digitization_st_elevation(digitization)
+    backend = get_predictor()
+    if st_elevation is not None and hasattr(backend, "with_st_elevation"):
+        result = backend.with_st_elevation(result, st_elevation)
+    explanation = _explain(result, gray)
+    if explanation is not None:
+        for name in ("leads", "explanation_method", "explanation_note", "explanation_probability", "overlay"):
+            setattr(result, name, getattr(explanation, name))
+        if result.overlay is not None:
+            pictures = {**pictures, "heatmap": images.encode_png(result.overlay)}
+    return result, pictures
+
+
+def digitization_st_elevation(digitization) -> bool | None:
+    """Whether the digitised leads meet the ST-elevation criteria (``ecgdx.signals.findings``); None when
+    the page was not digitised or its ST segments were measured in fewer than 2 leads."""
+    if digitization is None or not digitization.ok:
+        return None
+    from ecgdx.signals.findings import assess
+
+    measurements = digitization.measurements or {}
+    found = assess(measurements, measurements.get("q_waves"))
+    if not found.stemi and any(text.startswith("ST elevation") for text in found.not_assessed):
+        return None
+    return found.stemi
 
 
 def _check_gate(result: WebPrediction) -> None:
@@ -209,6 +244,7 @@ def _result_fields(result: WebPrediction) -> dict:
         "timings_ms": result.timings_ms, "lead_importance": result.leads,
         "explanation_method": result.explanation_method, "explanation_note": result.explanation_note,
         "explanation_probability": result.explanation_probability, "preprocess": _jsonable(result.preprocess),
+        "st_elevation_weighed": result.st_elevation,
     }
 
 
@@ -390,15 +426,12 @@ def _analyse(analysis: Analysis, attempt: int) -> str | None:
             raise AnalysisRetryLater(exc.message) from None
         raise
     _check_gate(result)
-    _progress(pk, attempt, "explaining the verdict", 30)
-    explanation = _explain(result, gray)
-    if explanation is not None:
-        for name in ("leads", "explanation_method", "explanation_note", "explanation_probability", "overlay"):
-            setattr(result, name, getattr(explanation, name))
     pictures = _pictures(data, gray, kind, result)
     blanked = pictures.pop("_blanked", False)
-    _progress(pk, attempt, "digitising the leads", 60)
+    _progress(pk, attempt, "digitising the leads", 30)
     digitization = _digitize(pictures["original"])
+    _progress(pk, attempt, "explaining the verdict", 60)
+    result, pictures = _decide_and_explain(result, gray, digitization, pictures)
 
     # New files under new names; the row points at them only if this attempt is still the latest.
     names = {}
@@ -457,8 +490,10 @@ def _explain(result: WebPrediction, gray) -> WebPrediction | None:
     predictor = get_predictor()
     canonical = (result.preprocess or {}).get("layout_method") == "canonical"
     if canonical and result.model_input is not None and hasattr(predictor, "explain_model_input"):
-        explained = predictor.explain_model_input(result.model_input, result.label, canonical=True)
+        explained = predictor.explain_model_input(result.model_input, result.label, canonical=True,
+                                                  st_elevation=result.st_elevation)
     else:
+        # A page not read in the canonical layout: its explanation is of the picture's own scale.
         explained = predictor.predict(gray, explain=True, explain_class=result.label)
     return explained if explained.explanation_method else None
 
@@ -631,7 +666,8 @@ def _explain_stored_model_input(analysis: Analysis) -> WebPrediction | None:
     model_input = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if model_input is None:
         return None
-    return predictor.explain_model_input(model_input, analysis.label, canonical=True)
+    return predictor.explain_model_input(model_input, analysis.label, canonical=True,
+                                         st_elevation=analysis.st_elevation_weighed)
 
 
 def explanation_get_or_create(*, analysis: Analysis) -> bool:
@@ -707,11 +743,6 @@ def digitization_get_or_create(*, analysis: Analysis):
         saved, _ = Digitization.objects.get_or_create(analysis=analysis, defaults={
             f.name: getattr(row, f.name) for f in Digitization._meta.concrete_fields if f.name != "analysis"})
     return saved
-
-
-def digitization_preview(*, data: bytes):
-    """An unsaved ``Digitization`` of uploaded bytes (anonymous demo results are never stored)."""
-    return _digitize(data)
 
 
 def _digitize(data: bytes):

@@ -71,7 +71,7 @@ def upload(request):
         else:
             if outcome.stored:
                 return redirect("diagnosis:result", pk=outcome.analysis.pk)
-            digitization = services.digitization_preview(data=outcome.pictures["original"])
+            digitization = outcome.digitization  # the one the verdict weighed
             return render(request, "diagnosis/result.html", {
                 "analysis": outcome.analysis, "demo": True,
                 "pictures": {k.replace("-", "_"): data_uri(v) for k, v in outcome.pictures.items()},

@@ -49,7 +49,7 @@ import numpy as np
 
 from ecgdx.labels import LEADS, display_name
 
-__all__ = ["NOTE", "Finding", "Findings", "QWave", "assess", "measure_q_waves", "r_peaks"]
+__all__ = ["NOTE", "Finding", "Findings", "QWave", "assess", "measure_q_waves", "page_findings", "r_peaks"]
 
 NOTE = ("These findings are computer measurements of a picture of an ECG printout, checked against "
         "standard criteria. They are not a diagnosis: a clinician must read the ECG and confirm them.")
@@ -471,3 +471,18 @@ def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
     except Exception:  # noqa: BLE001 - neurokit2 raises assorted errors on flat or odd signals
         return []
     return [int(p) + offset for p in info["ECG_R_Peaks"] if math.isfinite(p)]
+
+
+def page_findings(source: Any) -> Findings:
+    """Digitise a page (``ecgdx.signals.digitize``: path, bytes or gray array), measure it and check
+    the criteria: what ``ecgdx digitize --measure`` and the web app find on it.
+
+    Raises: ``ecgdx.errors.EcgdxError`` subclasses when the page cannot be digitised (no lead layout,
+    unreadable picture). Needs the [signal] extra (neurokit2) for the R peaks.
+    """
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.measure import measure
+
+    result = digitize(source)
+    values = measure(result, result.fs)
+    return assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks))

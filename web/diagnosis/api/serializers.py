@@ -165,6 +165,11 @@ class PredictionSerializer(serializers.ModelSerializer):
     report_url = serializers.SerializerMethodField()
     display_name = serializers.CharField(read_only=True)
     probabilities = serializers.DictField(child=serializers.FloatField())
+    decided_from = serializers.CharField(read_only=True, help_text="what the verdict read: 'the picture', or the "
+                                         "picture and the measured ST segments ('' until done)")
+    st_elevation_weighed = serializers.BooleanField(
+        read_only=True, allow_null=True, help_text="the ST-elevation criteria finding of the digitised leads that "
+        "the verdict weighed (true: met, false: not met); null when the picture alone decided")
     gate = serializers.SerializerMethodField(help_text="the quality gate's verdict on the page; null until done "
                                              "(a page it refuses fails with code not_an_ecg)")
     explanation = ExplanationSerializer(source="*")
@@ -176,7 +181,8 @@ class PredictionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Analysis
         fields = ["id", "url", "status", "stage", "progress", "failure", "created_at", "started_at", "finished_at",
-                  "attempts", "label", "display_name", "probabilities", "gate", "model_version",
+                  "attempts", "label", "display_name", "probabilities", "decided_from", "st_elevation_weighed",
+                  "gate", "model_version",
                   "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
                   "images_deleted_at", "digitization"]
 

@@ -46,7 +46,12 @@ class FakePredictor:
             out.explanation_note = "leads found on the page (3x4_grid)"
         return out
 
-    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool) -> WebPrediction:
+    def with_st_elevation(self, result: WebPrediction, st_elevation: bool | None) -> WebPrediction:
+        """A model that does not weigh measurements: the result as it was."""
+        return result
+
+    def explain_model_input(self, model_input: np.ndarray, label: str, *, canonical: bool,
+                            st_elevation: bool | None = None) -> WebPrediction:
         """Like the real backend: the verdict's own probability, since the input is the verdict's."""
         out = self.predict(cv2.resize(model_input, (300, 200)), explain=True)
         out.label = label
