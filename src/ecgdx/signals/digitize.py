@@ -328,17 +328,22 @@ def digitize(image: Any, *, fs: float = DEFAULT_FS, deskew: bool = True, normali
     angle = 0.0
     normalized: list[str] = []
     if normalize:
-        # Sheet perspective and lighting; the rotation is measured finely below.
-        gray, info = normalize_page(gray, rotation=False)
+        # Sheet perspective, lighting and a coarse rotation, in normalize_page's order: the page's
+        # own lines show perspective only once a tilt beyond their slope range (~4.6 deg) is undone.
+        # What rotation is left is measured finely below.
+        gray, info = normalize_page(gray)
         normalized = info.applied
+        if any(step.startswith("rotation") for step in info.applied):
+            angle = float(info.rotation_deg)
     page = PageAnalysis(gray)
     if deskew:
         # The skew search starts from the same working-scale page the layout reads: an upright
         # page is shrunk and flattened once.
-        angle = estimate_skew(gray, max_angle=SKEW_RANGE if not normalize else 15.0, working_flat=page.flat)
-        if abs(angle) >= _SKEW_MIN:
-            gray = rotate_page(gray, angle)
+        residual = estimate_skew(gray, max_angle=SKEW_RANGE if not normalize else 15.0, working_flat=page.flat)
+        if abs(residual) >= _SKEW_MIN:
+            gray = rotate_page(gray, residual)
             page = PageAnalysis(gray)
+            angle += residual
     timings["deskew"] = _lap(clock) - timings["decode"]
     analysis = _layout.analyse_layout(page)
     timings["layout"] = _lap(clock) - sum(timings.values())
