@@ -1,7 +1,7 @@
 """Robustness benchmark: the classifier on graded photo-like distortions of the test split.
 
     python benchmarks/robustness.py [--manifest data/manifest.csv] [--split test] [--model M.onnx]
-        [--jobs 2] [--limit N] [--only KIND] [--level KIND:LEVEL] [--no-raw] [--json out.json]
+        [--jobs 2] [--limit N] [--only KIND] [--level KIND:LEVEL] [--no-raw] [--measure] [--json out.json]
         [--markdown out.md]
 
 Every page of the split is distorted (seeded per page and distortion) and classified by the model
@@ -21,6 +21,10 @@ scored below 30 pages or when a class has none left). Distortions and severities
     low_res       the page shrunk to 50, 35, 25 % of its width
     photo         "moderate": rotation <= 5 deg, 2 % perspective on a table, 20 % shadow, JPEG 50
     turn          the page turned counter-clockwise by 90, 180, 270 deg (a portrait or upside-down photo)
+
+``--measure`` reads pages as the web app and ``ecgdx predict --measure`` do: each distorted page is
+also digitised, and its ST-elevation finding weighed into the decision (for a model whose decision
+rule carries the rates, ``ecgdx.decision``); the report then also gives MI sensitivity.
 
 The issue's target is a macro-F1 drop of at most 0.05 for the moderate photo, against clean pages.
 Not a test: it takes minutes (about 8,000 predictions for the 180 test pages).
@@ -134,7 +138,7 @@ MIN_ANSWERED = 30
 
 def _run_config(task: tuple) -> dict:
     """Classify every page under one distortion, with and without normalisation."""
-    kind, level, rows, model, with_raw = task
+    kind, level, rows, model, with_raw, measure = task
     from ecgdx.evaluation import classification_metrics
     from ecgdx.inference import Predictor
     from ecgdx.labels import CLASS_KEYS
@@ -151,7 +155,9 @@ def _run_config(task: tuple) -> dict:
         for index, row in enumerate(rows):
             rng = np.random.default_rng([index, zlib.crc32(f'{kind}:{level}'.encode())])
             gray = cv2.imread(row["path"], cv2.IMREAD_GRAYSCALE)
-            result = predictor.predict(distort(gray, kind, level, rng), force=True)
+            page = distort(gray, kind, level, rng)
+            finding = _st_elevation(page, normalize) if measure else None
+            result = predictor.predict(page, force=True, st_elevation=finding)
             # Score the decision the model makes: the probabilities it decides from.
             probs.append([result.decision_probabilities[k] for k in CLASS_KEYS])
             accepted.append(bool(result.gate.ok))
@@ -163,12 +169,28 @@ def _run_config(task: tuple) -> dict:
                     if accepted.sum() >= MIN_ANSWERED and len(set(labels[accepted])) == len(CLASS_KEYS) else None)
         out["normalized" if normalize else "raw"] = {
             "macro_f1": overall["macro_f1"], "accuracy": overall["accuracy"], "gate_accepted": float(accepted.mean()),
+            "mi_sensitivity": overall["per_class"]["mi"]["recall"],
             "macro_f1_accepted": answered,
             "macro_f1_by_template": {t: classification_metrics(labels[templates == t], probs[templates == t])["macro_f1"]
                                      for t in sorted(set(templates))},
         }
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+def _st_elevation(page: np.ndarray, normalize: bool) -> bool | None:
+    """The ST-elevation finding of a page's digitised leads (None: not digitised)."""
+    from ecgdx.errors import EcgdxError
+    from ecgdx.signals.digitize import digitize
+    from ecgdx.signals.findings import assess, measure_q_waves
+    from ecgdx.signals.measure import measure
+
+    try:
+        result = digitize(page, normalize=normalize)
+    except EcgdxError:
+        return None
+    values = measure(result, result.fs)
+    return assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks)).stemi
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this distortion level, e.g. perspective_fill:0.04 (repeatable)")
     parser.add_argument("--no-raw", action="store_true",
                         help="skip the run without normalisation (halves the time)")
+    parser.add_argument("--measure", action="store_true",
+                        help="digitise every distorted page and weigh its ST-elevation finding (as the web app)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--markdown", help="write the tables here")
     args = parser.parse_args(argv)
@@ -195,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         sys.exit(f"robustness: no pages in split {args.split!r} of {manifest}")
     rows = rows[: args.limit] if args.limit else rows
-    tasks = [(kind, level, rows, args.model, not args.no_raw) for kind, level in _configs()
+    tasks = [(kind, level, rows, args.model, not args.no_raw, args.measure) for kind, level in _configs()
              if kind == "clean" or (not args.only and not args.level) or kind in (args.only or [])
              or f"{kind}:{level}" in (args.level or [])]
     started = time.perf_counter()
@@ -208,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"gate {100 * result['normalized']['gate_accepted']:.0f} %",
                   flush=True)
     summary = {"pages": len(rows), "split": args.split, "manifest": str(manifest), "model": args.model or "bundled",
+               "measured": bool(args.measure),
                "minutes": round((time.perf_counter() - started) / 60, 1), "results": results}
     text = markdown(summary)
     print(text)
@@ -226,18 +251,19 @@ def markdown(summary: dict) -> str:
     results = summary["results"]
     clean = next(r for r in results if r["distortion"] == "clean")
     base = clean["normalized"]["macro_f1"]
-    lines = [f"{summary['pages']} pages of split `{summary['split']}`, model {summary['model']}, "
-             f"{summary['minutes']} min.", "",
+    decided = "the picture and its measured ST segments" if summary.get("measured") else "the picture"
+    lines = [f"{summary['pages']} pages of split `{summary['split']}`, model {summary['model']}, decided from "
+             f"{decided}, {summary['minutes']} min.", "",
              "| distortion | level | macro-F1 (normalised) | drop vs clean | macro-F1 (no normalisation) | accuracy | "
-             "macro-F1 3x4_grid | macro-F1 6x2_nogrid | gate accepts | macro-F1 of the accepted pages |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "macro-F1 3x4_grid | macro-F1 6x2_nogrid | gate accepts | macro-F1 of the accepted pages | MI sensitivity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n = r["normalized"]
         by = n["macro_f1_by_template"]
         lines.append(f"| {r['distortion']} | {r['level']} | {n['macro_f1']:.3f} | {base - n['macro_f1']:+.3f} | "
                      f"{r['raw']['macro_f1'] if 'raw' in r else float('nan'):.3f} | {n['accuracy']:.3f} | {by.get('3x4_grid', float('nan')):.3f} | "
                      f"{by.get('6x2_nogrid', float('nan')):.3f} | {100 * n['gate_accepted']:.0f} % | "
-                     f"{_number(n.get('macro_f1_accepted'))} |")
+                     f"{_number(n.get('macro_f1_accepted'))} | {_number(n.get('mi_sensitivity'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -71,6 +71,33 @@ def test_bundled_model_gives_the_stored_golden_outputs_on_the_examples():
                                                                            abs=2e-4), (path, key)
 
 
+def test_bundled_model_weighs_the_st_elevation_finding_and_gives_the_stored_golden_outputs(capsys):
+    """The bundled model's whole decision, as the web app makes it: the examples digitised, their
+    ST-elevation finding weighed. Regenerate with `ecgdx predict examples --measure --format csv
+    --output examples/golden-measured.csv` when the model or the measurements change on purpose."""
+    import csv
+    import io
+
+    pytest.importorskip("neurokit2")
+    from ecgdx.cli import main
+
+    assert Predictor().uses_measurements
+    with open(ROOT / "examples" / "golden-measured.csv", newline="") as handle:
+        golden = {row["path"]: row for row in csv.DictReader(handle)}
+    assert main(["predict", str(ROOT / "examples"), "--measure", "--format", "csv"]) == 0
+    rows = {str(Path(r["path"]).resolve().relative_to(ROOT)): r
+            for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert sorted(rows) == sorted(golden) == sorted(str(p.relative_to(ROOT)) for p in EXAMPLES)
+    for name, row in rows.items():
+        want = golden[name]
+        assert row["st_elevation_criteria"] == want["st_elevation_criteria"] != "", name
+        assert row["decided_from"] == "picture and measured ST segments", name
+        assert (row["label"], row["model_version"]) == (want["label"], want["model_version"]), name
+        for key in CLASS_KEYS:
+            for prefix in ("prob_", "balanced_"):
+                assert float(row[prefix + key]) == pytest.approx(float(want[prefix + key]), abs=2e-4), (name, key)
+
+
 @pytest.mark.skipif(not FULLRES_DIR.is_dir(), reason=f"data folder {FULLRES_DIR} not found (set ECGDX_DATA_DIR)")
 def test_full_resolution_colour_jpeg_gets_the_same_answer_as_its_png_twin():
     """What users upload (2213x1572 colour JPEG) against what the model was trained on (50 % gray PNG)."""

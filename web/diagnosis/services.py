@@ -275,10 +275,12 @@ def _pictures(data: bytes, gray, kind: str, result: WebPrediction) -> dict:
     pictures: dict = {}
     crop = result.preprocess.get("crop_box")
     steps = (result.preprocess.get("normalization") or {}).get("applied") or []
-    geometric = any(step.startswith(("perspective", "rotation")) for step in steps)
+    # A turned page counts too: its crop box is in the upright page's rows, which are not the
+    # upload's (blanking the upload by them would keep the printed header and blank the traces).
+    geometric = any(step.startswith(("perspective", "rotation", "orientation")) for step in steps)
     if settings.ECGDX_BLANK_PRINTED_TEXT and crop and geometric:
-        # A photo that was straightened: the crop box is in the straightened page's pixels, so the
-        # straightened page (gray) is what is stored, blanked; the later explanation and
+        # A photo that was straightened or turned: the crop box is in the straightened page's pixels,
+        # so the straightened page (gray) is what is stored, blanked; the later explanation and
         # digitisation then read a page that needs no straightening.
         from ecgdx.page.normalize import normalize_page
 

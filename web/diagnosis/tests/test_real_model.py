@@ -173,10 +173,22 @@ def test_the_explanation_is_of_the_verdict_shown(bundled_predictor, settings, ki
     assert body["preprocess"]["layout_method"] == "canonical"
     if kind != "scan":
         assert body["preprocess"]["normalization"]["applied"]
-    explanation = api.get(body["url"]).json()["explanation"]
+    detail = api.get(body["url"]).json()
+    explanation = detail["explanation"]
     assert explanation["status"] == "ready" and explanation["method"] == "canonical"
     assert explanation["label"] == body["label"]
     assert explanation["probability"] == pytest.approx(body["probabilities"][body["label"]], abs=1e-6)
+    # The verdict weighed the ST-elevation finding of the same page's digitised leads: the one shown.
+    findings = detail["digitization"]["findings"]
+    assert body["st_elevation_weighed"] is findings["stemi_criteria_met"]
+    assert "measured ST segments" in body["decided_from"]
+    # What is stored is the upright page with its printed header blanked (an upside-down upload too).
+    import numpy as np
+
+    stored = cv2.imdecode(np.frombuffer(b"".join(api.get(explanation["original_url"]).streaming_content), np.uint8),
+                          cv2.IMREAD_GRAYSCALE)
+    y0 = body["preprocess"]["crop_box"][1]
+    assert detail["upload"]["header_blanked"] and stored[: max(1, y0 - 2)].min() == 255
 
 
 def test_without_a_lead_layout_only_the_top_grid_cells_are_listed():
@@ -192,3 +204,31 @@ def test_without_a_lead_layout_only_the_top_grid_cells_are_listed():
     assert [r["name"] for r in grid] == [c[0] for c in cells[:GRID_CELLS_SHOWN]] and GRID_CELLS_SHOWN == 5
     leads = ranked_regions(Explanation(regions=cells[:13], region_method="canonical", **common))
     assert len(leads) == 13  # every lead of a known layout stays listed
+
+
+@pytest.mark.django_db
+def test_an_st_elevation_page_is_decided_with_its_measured_st_segments(bundled_predictor, settings):
+    """The bundled model weighs the ST-elevation finding of the page's digitised leads: on a page that
+    meets the STEMI criteria the verdict's MI probability is above the picture's own, the API says
+    what was weighed, and the explanation is of that verdict, on its scale."""
+    from diagnosis.tests.test_digitization import inferior_stemi_png
+    from ecgdx.inference import Predictor
+
+    settings.ECGDX_BLANK_PRINTED_TEXT = False  # the stored page is the upload: the picture-alone check reads it
+    data = inferior_stemi_png()
+    alone = Predictor().predict(data)
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    api = APIClient()
+    api.force_authenticate(alice)
+    body = api.post("/api/v1/predictions", {"image": helpers.upload(data)}, format="multipart").json()
+    assert body["status"] == "done", body
+    detail = api.get(body["url"]).json()
+    assert detail["digitization"]["findings"]["stemi_criteria_met"] is True
+    assert body["st_elevation_weighed"] is True and "criteria met" in body["decided_from"]
+    assert body["probabilities"]["mi"] > alone.balanced_probabilities["mi"]
+    expected = Predictor().with_st_elevation(alone, True)
+    assert body["label"] == expected.label
+    assert body["probabilities"]["mi"] == pytest.approx(expected.balanced_probabilities["mi"], abs=1e-6)
+    explanation = detail["explanation"]
+    assert explanation["label"] == body["label"]
+    assert explanation["probability"] == pytest.approx(body["probabilities"][body["label"]], abs=1e-6)

@@ -48,6 +48,7 @@ def test_report_holds_everything_the_page_shows(client, stemi_png):
     analysis, text, reader = _report(client, stemi_png)
     # Verdict, and the measurements' disagreement with it right under it.
     assert "Normal (70.0%)" in text
+    assert "Decided from the picture" in text  # this (fake) model does not weigh the ST finding
     assert "THE MEASUREMENTS DISAGREE WITH THE MODEL" in text and "STEMI" in text
     assert text.index("DISAGREE") < text.index("Probabilities (balanced prior)")
     # Findings with their leads and values, the criteria, the clinician note.
