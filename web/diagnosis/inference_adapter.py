@@ -29,7 +29,8 @@ class WebPrediction:
     leads: [{"name", "importance"}] occlusion drop of P(label) per lead (or grid cell), largest first.
     logits: the network's raw outputs (the decision can be made again from them with a finding).
     st_elevation: the ST-elevation finding of the digitised leads that the decision weighed, or None
-        when the picture alone decided (``with_st_elevation``).
+        when the picture alone decided (``with_st_elevation``); picture_probabilities: then the
+        probabilities of the picture alone.
     """
 
     label: str | None
@@ -48,6 +49,7 @@ class WebPrediction:
     explanation_probability: float | None = None
     logits: list[float] | None = None
     st_elevation: bool | None = None
+    picture_probabilities: dict[str, float] | None = None
 
     @property
     def display_name(self) -> str | None:
@@ -137,7 +139,7 @@ class OnnxPredictorBackend:
         label = CLASS_KEYS[int(rule.decide(z, bool(st_elevation))[0])]
         changed = label != result.label
         return replace(result, label=label, probabilities={k: float(v) for k, v in zip(CLASS_KEYS, shown, strict=True)},
-                       st_elevation=bool(st_elevation),
+                       st_elevation=bool(st_elevation), picture_probabilities=dict(result.probabilities),
                        # An explanation of the picture's own answer is not one of this decision.
                        overlay=None if changed else result.overlay, leads=[] if changed else result.leads,
                        explanation_method="" if changed else result.explanation_method,

@@ -64,6 +64,9 @@ class Analysis(models.Model):
         null=True, blank=True, help_text="probability of the explained class on the input the explanation read "
         "(equal to the verdict's when it was made from the stored model input)")
     preprocess = models.JSONField(default=dict, blank=True, help_text="crop box, page size, template")
+    picture_probabilities = models.JSONField(
+        default=dict, blank=True, help_text="class key -> probability from the picture alone, when the verdict also "
+        "weighed the measured ST segments (empty otherwise: probabilities are then the picture's)")
     st_elevation_weighed = models.BooleanField(
         null=True, blank=True, help_text="the ST-elevation finding of the digitised leads that the verdict weighed "
         "(True: criteria met, False: not met); null when the picture alone decided")
@@ -121,6 +124,16 @@ class Analysis(models.Model):
             return "the picture"
         met = "met" if self.st_elevation_weighed else "not met"
         return f"the picture and the measured ST segments (ST-elevation criteria {met} in the digitised leads)"
+
+    @property
+    def picture_verdict(self) -> dict | None:
+        """{"name", "percent", "same"} of what the picture alone would have answered, when the verdict
+        also weighed the measured ST segments; None otherwise."""
+        if self.status != "done" or not self.label or self.st_elevation_weighed is None or not self.picture_probabilities:
+            return None
+        key = max(self.picture_probabilities, key=self.picture_probabilities.get)
+        return {"name": DISPLAY_NAMES.get(key, key), "percent": 100.0 * float(self.picture_probabilities[key]),
+                "same": key == self.label}
 
     def probability_rows(self) -> list[dict]:
         """All four classes in the contract's order, for bars and tables."""

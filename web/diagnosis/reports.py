@@ -81,6 +81,9 @@ def build_report(analysis: Analysis) -> bytes:
         ("User", analysis.owner.get_username()),
         ("Model version", analysis.model_version),
         ("Decided from", analysis.decided_from),
+        *([("Picture alone", f"{picture['name']} ({picture['percent']:.1f}%)"
+            + ("" if picture["same"] else "; the measured ST segments changed the answer"))]
+          if (picture := analysis.picture_verdict) else []),
         ("Processing time", f"{analysis.processing_ms:.0f} ms"),
         ("Quality gate", f"{'passed' if analysis.gate_ok else 'refused'} (score {analysis.gate_score:.2f})"),
         ("Upload SHA-256", analysis.upload_sha256),

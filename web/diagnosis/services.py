@@ -244,7 +244,7 @@ def _result_fields(result: WebPrediction) -> dict:
         "timings_ms": result.timings_ms, "lead_importance": result.leads,
         "explanation_method": result.explanation_method, "explanation_note": result.explanation_note,
         "explanation_probability": result.explanation_probability, "preprocess": _jsonable(result.preprocess),
-        "st_elevation_weighed": result.st_elevation,
+        "st_elevation_weighed": result.st_elevation, "picture_probabilities": result.picture_probabilities or {},
     }
 
 

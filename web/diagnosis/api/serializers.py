@@ -170,6 +170,9 @@ class PredictionSerializer(serializers.ModelSerializer):
     st_elevation_weighed = serializers.BooleanField(
         read_only=True, allow_null=True, help_text="the ST-elevation criteria finding of the digitised leads that "
         "the verdict weighed (true: met, false: not met); null when the picture alone decided")
+    picture_probabilities = serializers.DictField(
+        child=serializers.FloatField(), read_only=True, help_text="the probabilities of the picture alone, when the "
+        "verdict also weighed the measured ST segments (empty otherwise)")
     gate = serializers.SerializerMethodField(help_text="the quality gate's verdict on the page; null until done "
                                              "(a page it refuses fails with code not_an_ecg)")
     explanation = ExplanationSerializer(source="*")
@@ -182,6 +185,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         model = Analysis
         fields = ["id", "url", "status", "stage", "progress", "failure", "created_at", "started_at", "finished_at",
                   "attempts", "label", "display_name", "probabilities", "decided_from", "st_elevation_weighed",
+                  "picture_probabilities",
                   "gate", "model_version",
                   "processing_ms", "timings_ms", "preprocess", "explanation", "upload", "report_url",
                   "images_deleted_at", "digitization"]

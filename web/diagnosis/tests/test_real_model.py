@@ -232,3 +232,15 @@ def test_an_st_elevation_page_is_decided_with_its_measured_st_segments(bundled_p
     explanation = detail["explanation"]
     assert explanation["label"] == body["label"]
     assert explanation["probability"] == pytest.approx(body["probabilities"][body["label"]], abs=1e-6)
+    # What the picture alone said is kept and shown beside the verdict.
+    assert body["picture_probabilities"] == pytest.approx(alone.balanced_probabilities, abs=1e-6)
+    from django.test import Client
+
+    page = Client()
+    page.force_login(alice)
+    html = page.get(f"/analyses/{body['id']}/").content.decode()
+    picture_name = max(alone.balanced_probabilities, key=alone.balanced_probabilities.get)
+    from ecgdx.labels import DISPLAY_NAMES
+
+    assert f"From the picture alone: {DISPLAY_NAMES[picture_name]}" in html
+    assert ("the measured ST segments changed the answer" in html) == (picture_name != body["label"])
