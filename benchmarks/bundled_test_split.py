@@ -40,26 +40,17 @@ def split_pages(manifest: Path) -> list[dict]:
     return sorted(rows, key=lambda row: row["relpath"])
 
 
-def _st_elevation(path: str) -> bool | None:
-    from ecgdx.errors import EcgdxError
-    from ecgdx.signals.findings import page_findings
-
-    try:
-        return page_findings(path).stemi
-    except EcgdxError:
-        return None
-
-
 def read_test_split(rows: list[dict], model: str | None, measure: bool = False) -> dict:
     from ecgdx.inference import Predictor
     from ecgdx.labels import CLASS_KEYS
+    from ecgdx.signals.findings import st_elevation_of
 
     predictor = Predictor(model) if model else Predictor()
     if measure and not predictor.uses_measurements:
         raise SystemExit(f"--measure: model {predictor.model_version} does not weigh the ST-elevation finding")
     decided, data_mix, balanced, inputs, alone = [], [], [], [], []
     for i, row in enumerate(rows):
-        st_elevation = _st_elevation(row["path"]) if measure else None
+        st_elevation = st_elevation_of(row["path"]) if measure else None
         result = predictor.predict(row["path"], force=True, keep_input=True, explain=False,
                                    st_elevation=st_elevation)
         alone.append(CLASS_KEYS.index(predictor.with_st_elevation(result, None).label))

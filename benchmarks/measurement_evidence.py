@@ -39,14 +39,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def _st_elevation_of(path: str) -> float:
     import cv2
 
-    from ecgdx.errors import EcgdxError
-    from ecgdx.signals.findings import page_findings
+    from ecgdx.signals.findings import st_elevation_of
 
     cv2.setNumThreads(1)
-    try:
-        return 1.0 if page_findings(path).stemi else 0.0
-    except EcgdxError:
-        return float("nan")  # not digitised: the image decides alone
+    found = st_elevation_of(path)
+    return float("nan") if found is None else float(found)  # NaN, not digitised: the image decides alone
 
 
 def load_st_elevation(run: Path, names: np.ndarray, data_root: Path, jobs: int) -> np.ndarray:

@@ -142,6 +142,7 @@ def _run_config(task: tuple) -> dict:
     from ecgdx.evaluation import classification_metrics
     from ecgdx.inference import Predictor
     from ecgdx.labels import CLASS_KEYS
+    from ecgdx.signals.findings import st_elevation_of
 
     predictors = {True: Predictor(model, normalize=True)}
     if with_raw:
@@ -156,7 +157,7 @@ def _run_config(task: tuple) -> dict:
             rng = np.random.default_rng([index, zlib.crc32(f'{kind}:{level}'.encode())])
             gray = cv2.imread(row["path"], cv2.IMREAD_GRAYSCALE)
             page = distort(gray, kind, level, rng)
-            finding = _st_elevation(page, normalize) if measure else None
+            finding = st_elevation_of(page, normalize=normalize) if measure else None
             result = predictor.predict(page, force=True, st_elevation=finding)
             # Score the decision the model makes: the probabilities it decides from.
             probs.append([result.decision_probabilities[k] for k in CLASS_KEYS])
@@ -176,21 +177,6 @@ def _run_config(task: tuple) -> dict:
         }
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
-
-
-def _st_elevation(page: np.ndarray, normalize: bool) -> bool | None:
-    """The ST-elevation finding of a page's digitised leads (None: not digitised)."""
-    from ecgdx.errors import EcgdxError
-    from ecgdx.signals.digitize import digitize
-    from ecgdx.signals.findings import assess, measure_q_waves
-    from ecgdx.signals.measure import measure
-
-    try:
-        result = digitize(page, normalize=normalize)
-    except EcgdxError:
-        return None
-    values = measure(result, result.fs)
-    return assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks)).stemi
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -294,7 +294,7 @@ class Predictor:
             explain_class: explain this class (a key of ``CLASS_KEYS``) instead of the one decided
                 now; the web app passes the stored verdict, so a later explanation is of that verdict.
             st_elevation: whether the page's digitised leads meet the ST-elevation criteria
-                (``ecgdx.signals.findings.page_findings(source).stemi``), weighed into the decision
+                (``ecgdx.signals.findings.st_elevation_of(source)``), weighed into the decision
                 and the explanation when the model carries the rates (``uses_measurements``); None:
                 the picture alone decides.
 
@@ -466,7 +466,7 @@ class Predictor:
 
     def with_st_elevation(self, prediction: Prediction, st_elevation: bool | None) -> Prediction:
         """``prediction`` decided again with the ST-elevation (STEMI) criteria finding of the same page's
-        digitised leads (``ecgdx.signals.findings.page_findings(...).stemi``) as evidence
+        digitised leads (``ecgdx.signals.findings.st_elevation_of(...)``) as evidence
         (``ecgdx.decision``: Bayes' rule with the rates counted on the training pages).
 
         st_elevation: True / False as the criteria were met or not; None (not digitised) gives the

@@ -191,13 +191,9 @@ def _measure_page(path: str) -> tuple[dict[str, Any], bool | None]:
 
     empty: dict[str, Any] = dict.fromkeys(MEASURE_COLUMNS)
     try:
-        from ecgdx.signals.digitize import digitize
-        from ecgdx.signals.findings import assess, measure_q_waves
-        from ecgdx.signals.measure import measure
+        from ecgdx.signals.findings import measure_page
 
-        digitized = digitize(path)
-        measured = measure(digitized, digitized.fs)
-        found = assess(measured, measure_q_waves(digitized.leads_dict(), digitized.fs, measured.r_peaks))
+        measured, found = measure_page(path)
     except EcgdxError as exc:
         return {**empty, "measure_error": f"not digitised: {exc}"}, None
     values = measured.to_dict()

@@ -220,9 +220,7 @@ def digitization_st_elevation(digitization) -> bool | None:
 
     measurements = digitization.measurements or {}
     found = assess(measurements, measurements.get("q_waves"))
-    if not found.stemi and any(text.startswith("ST elevation") for text in found.not_assessed):
-        return None
-    return found.stemi
+    return found.stemi if found.st_assessed else None
 
 
 def _check_gate(result: WebPrediction) -> None:

@@ -49,7 +49,8 @@ import numpy as np
 
 from ecgdx.labels import LEADS, display_name
 
-__all__ = ["NOTE", "Finding", "Findings", "QWave", "assess", "measure_q_waves", "page_findings", "r_peaks"]
+__all__ = ["NOTE", "Finding", "Findings", "QWave", "assess", "measure_page", "measure_q_waves", "page_findings",
+           "r_peaks", "st_elevation_of"]
 
 NOTE = ("These findings are computer measurements of a picture of an ECG printout, checked against "
         "standard criteria. They are not a diagnosis: a clinician must read the ECG and confirm them.")
@@ -130,6 +131,7 @@ class Findings:
     findings: list[Finding] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
     not_assessed: list[str] = field(default_factory=list)
+    st_assessed: bool = True  # False: the ST level was measured in fewer than 2 leads
 
     @property
     def stemi(self) -> bool:
@@ -253,6 +255,7 @@ def _ordered(leads: Iterable[str]) -> tuple[str, ...]:
 
 def _st_segment(out: Findings, st: dict[str, float]) -> None:
     if len(st) < 2:
+        out.st_assessed = False
         out.not_assessed.append("ST elevation and depression: the ST level was measured in fewer than 2 leads")
         return
     elevated = _contiguous(lead for lead, v in st.items() if lead != "aVR" and v >= _elevation_limit(lead))
@@ -473,9 +476,10 @@ def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
     return [int(p) + offset for p in info["ECG_R_Peaks"] if math.isfinite(p)]
 
 
-def page_findings(source: Any) -> Findings:
-    """Digitise a page (``ecgdx.signals.digitize``: path, bytes or gray array), measure it and check
-    the criteria: what ``ecgdx digitize --measure`` and the web app find on it.
+def measure_page(source: Any, *, normalize: bool = True) -> tuple[Any, Findings]:
+    """Digitise a page (``ecgdx.signals.digitize``: path, bytes or gray array; ``normalize`` as there),
+    measure it and check the criteria: (``Measurements``, ``Findings``), what ``ecgdx digitize
+    --measure`` and the web app find on it.
 
     Raises: ``ecgdx.errors.EcgdxError`` subclasses when the page cannot be digitised (no lead layout,
     unreadable picture). Needs the [signal] extra (neurokit2) for the R peaks.
@@ -483,6 +487,22 @@ def page_findings(source: Any) -> Findings:
     from ecgdx.signals.digitize import digitize
     from ecgdx.signals.measure import measure
 
-    result = digitize(source)
+    result = digitize(source, normalize=normalize)
     values = measure(result, result.fs)
-    return assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks))
+    return values, assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks))
+
+
+def page_findings(source: Any, *, normalize: bool = True) -> Findings:
+    """The ``Findings`` of ``measure_page``."""
+    return measure_page(source, normalize=normalize)[1]
+
+
+def st_elevation_of(source: Any, *, normalize: bool = True) -> bool | None:
+    """Whether a page's digitised leads meet the ST-elevation criteria; None when the page cannot be
+    digitised (the finding the decision weighs, ``ecgdx.decision``)."""
+    from ecgdx.errors import EcgdxError
+
+    try:
+        return page_findings(source, normalize=normalize).stemi
+    except EcgdxError:
+        return None
