@@ -428,20 +428,15 @@ class Predictor:
             share = _ms((time.perf_counter() - t0) / len(todo))
         # The finding is weighed only by rules that carry its rates (``DecisionRule.evidence``).
         finding = {i: prepared[i].st_elevation if self.uses_measurements else None for i in logits}
-        probs = {i: self.rule.data_prior_probabilities(z, finding[i])[0] for i, z in logits.items()}
-        balanced = {i: self.rule.balanced_probabilities(z, finding[i])[0] for i, z in logits.items()}
-        decided = {i: int(self.rule.decide(z, finding[i])[0]) for i, z in logits.items()}
         results = []
         for i, p in enumerate(prepared):
-            timings = dict(p.timings_ms, inference=share if i in probs else 0.0)
+            timings = dict(p.timings_ms, inference=share if i in logits else 0.0)
             label = display = None
             probabilities: dict[str, float] = {}
             balanced_probabilities: dict[str, float] = {}
             explanation = None
-            if i in probs:
-                probabilities = {k: float(v) for k, v in zip(CLASS_KEYS, probs[i], strict=True)}
-                balanced_probabilities = {k: float(v) for k, v in zip(CLASS_KEYS, balanced[i], strict=True)}
-                label = CLASS_KEYS[decided[i]]
+            if i in logits:
+                label, probabilities, balanced_probabilities = self.decision(logits[i], finding[i])
                 display = self.display_names[label]
                 if explain:
                     t0 = time.perf_counter()
@@ -451,7 +446,7 @@ class Predictor:
             results.append(Prediction(
                 source=p.source, label=label, display_name=display, probabilities=probabilities,
                 model_version=self.model_version, gate=p.gate, timings_ms=timings,
-                preprocess=_details_dict(p.details, p.normalization), forced=bool(i in probs and not p.gate.ok),
+                preprocess=_details_dict(p.details, p.normalization), forced=bool(i in logits and not p.gate.ok),
                 explanation=explanation, balanced_probabilities=balanced_probabilities,
                 decision_rule=self.rule.name, logits=[float(v) for v in logits[i]] if i in logits else None,
                 st_elevation=finding.get(i),
@@ -480,15 +475,22 @@ class Predictor:
             return prediction
         if st_elevation is not None:
             st_elevation = bool(st_elevation)
-        z = np.asarray(prediction.logits, np.float64)[None]
-        probabilities = self.rule.data_prior_probabilities(z, st_elevation)[0]
-        balanced = self.rule.balanced_probabilities(z, st_elevation)[0]
-        label = CLASS_KEYS[int(self.rule.decide(z, st_elevation)[0])]
+        label, probabilities, balanced = self.decision(prediction.logits, st_elevation)
         explanation = prediction.explanation if label == prediction.label else None
-        return replace(prediction, label=label, display_name=self.display_names[label],
-                       probabilities={k: float(v) for k, v in zip(CLASS_KEYS, probabilities, strict=True)},
-                       balanced_probabilities={k: float(v) for k, v in zip(CLASS_KEYS, balanced, strict=True)},
-                       st_elevation=st_elevation, explanation=explanation)
+        return replace(prediction, label=label, display_name=self.display_names[label], probabilities=probabilities,
+                       balanced_probabilities=balanced, st_elevation=st_elevation, explanation=explanation)
+
+    def decision(self, logits: Sequence[float], st_elevation: bool | None = None
+                 ) -> tuple[str, dict[str, float], dict[str, float]]:
+        """(label, data-mix probabilities, balanced probabilities) of one page's raw logits, by this
+        model's rule, with the ST-elevation finding weighed when the rule carries its rates."""
+        z = np.asarray(logits, np.float64)[None]
+        finding = st_elevation if self.uses_measurements else None
+        label = CLASS_KEYS[int(self.rule.decide(z, finding)[0])]
+        probabilities = self.rule.data_prior_probabilities(z, finding)[0]
+        balanced = self.rule.balanced_probabilities(z, finding)[0]
+        return (label, {k: float(v) for k, v in zip(CLASS_KEYS, probabilities, strict=True)},
+                {k: float(v) for k, v in zip(CLASS_KEYS, balanced, strict=True)})
 
     def _scorer(self, st_elevation: bool | None = None):
         """Batch -> the probabilities the decision reads (the finding included), for occlusion."""

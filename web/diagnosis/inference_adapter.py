@@ -131,14 +131,11 @@ class OnnxPredictorBackend:
     def with_st_elevation(self, result: WebPrediction, st_elevation: bool | None) -> WebPrediction:
         from dataclasses import replace
 
-        rule = self._predictor.rule
-        if result.label is None or not result.logits or not rule.uses_measurements or st_elevation is None:
+        if result.label is None or not result.logits or not self._predictor.uses_measurements or st_elevation is None:
             return result
-        z = np.asarray(result.logits, np.float64)[None]
-        shown = rule.balanced_probabilities(z, bool(st_elevation))[0]
-        label = CLASS_KEYS[int(rule.decide(z, bool(st_elevation))[0])]
+        label, _, shown = self._predictor.decision(result.logits, bool(st_elevation))
         changed = label != result.label
-        return replace(result, label=label, probabilities={k: float(v) for k, v in zip(CLASS_KEYS, shown, strict=True)},
+        return replace(result, label=label, probabilities=shown,
                        st_elevation=bool(st_elevation), picture_probabilities=dict(result.probabilities),
                        # An explanation of the picture's own answer is not one of this decision.
                        overlay=None if changed else result.overlay, leads=[] if changed else result.leads,
