@@ -1,7 +1,7 @@
 """Does averaging cross-validated models help? Out of fold, like for like.
 
     python benchmarks/ensemble.py runs/cv-efficientnet_lite0 runs/cv-efficientnet_lite0-page \
-        [--out docs/ensemble.json] [--n-boot 1000]
+        [--out docs/ensemble.json] [--n-boot 1000] [--save docs/cv/PAIR]
 
 Each run is a finished ``ecgdx cv`` directory; all must hold the same pages in the same folds
 (checked). The ensemble's logits are the mean of the members' log-softmax of their out-of-fold
@@ -14,6 +14,10 @@ with the same class mix (sampler prior), since the balanced-prior rule undoes it
 The gain is also given as a paired bootstrap: the same resampled pages score the ensemble's and a
 member's balanced-prior decisions, and the interval is that of the difference in macro-F1 (intervals
 of two rows overlap far more than the interval of their paired difference does).
+
+``--save DIR`` writes the ensemble as a run folder of its own (``oof.npz`` with the averaged logits,
+the first member's ``config.yaml`` and ``st_elevation.npz``, and ``members.txt``), so that
+``benchmarks/measurement_evidence.py DIR`` weighs the ST-elevation finding on it and writes its rule.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="two or more finished `ecgdx cv` run directories")
     parser.add_argument("--out", type=Path, default=None, help="write every report here (JSON)")
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--save", type=Path, default=None, help="write the ensemble's out-of-fold logits as a run folder")
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("give at least two cv runs to average")
@@ -126,7 +131,24 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({"runs": [str(r) for r in args.runs], "weights": "equal, fixed beforehand",
                                         "paired_gain_balanced_prior": gains, "reports": rows}, indent=2))
         print(f"wrote {args.out}")
+    if args.save:
+        save_run(args.save, args.runs, first, averaged)
+        print(f"wrote {args.save}")
     return 0
+
+
+def save_run(folder: Path, runs: list[Path], first: dict[str, np.ndarray], averaged: np.ndarray) -> None:
+    """The ensemble's out-of-fold logits as a run folder (see the module docstring)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "oof.npz", **{**first, "logits": averaged.astype(np.float32)})
+    shutil.copyfile(runs[0] / "config.yaml", folder / "config.yaml")
+    if (runs[0] / "st_elevation.npz").exists():
+        shutil.copyfile(runs[0] / "st_elevation.npz", folder / "st_elevation.npz")
+    (folder / "members.txt").write_text(
+        "Mean of the members' log-softmax, equal weights (benchmarks/ensemble.py --save):\n"
+        + "".join(f"{run}\n" for run in runs))
 
 
 if __name__ == "__main__":

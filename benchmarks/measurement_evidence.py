@@ -1,7 +1,7 @@
 """Does the measured ST elevation help the image model decide? Out of fold, like for like.
 
     python benchmarks/measurement_evidence.py docs/cv/RUN [--jobs 2] [--n-boot 1000] [--markdown out.md]
-        [--write-rule]
+        [--write-rule] [--against docs/cv/OTHER_RUN]
 
 1. Every page of the run's out-of-fold file is digitised and checked against the ST-elevation (STEMI)
    criteria (``ecgdx.signals.findings.page_findings``: two contiguous leads >= 0.1 mV, >= 0.2 mV in
@@ -20,6 +20,10 @@ without fold 0 plus the rates counted without fold 0 (the fold-0 model never saw
 for ``ecgdx export --decision-rule``; with ``--base-model M.onnx`` the image part of the rule is that
 model's own (e.g. the bundled model, trained on folds 1-4 by an earlier run of the same recipe),
 for ``ecgdx model set-rule``.
+
+``--against OTHER`` (a run over the same pages and folds, e.g. a single member of an ensemble that
+``benchmarks/ensemble.py --save`` wrote): the paired gain of this run's decision with the finding over
+the other run's decision with the finding, overall and per template, and the MIs each finds.
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--write-rule", action="store_true")
     parser.add_argument("--base-model", type=Path, help="with --write-rule: take the image rule from this ONNX model")
+    parser.add_argument("--against", type=Path, help="another run over the same pages and folds: the paired gain of "
+                                                        "this run's decision with the finding over that run's")
     args = parser.parse_args(argv)
 
     from ensemble import load_oof, paired_gain
@@ -164,6 +170,23 @@ def main(argv: list[str] | None = None) -> int:
         mask = np.ones(len(labels), bool) if group == "all" else templates == group
         gains[group] = paired_gain(labels[mask], predictions["image + ST-elevation finding"][mask],
                                    predictions["image alone"][mask], n_boot=args.n_boot)
+    if args.against:
+        other = load_oof(args.against)
+        if not all(np.array_equal(other[k], oof[k]) for k in ("names", "labels", "folds")):
+            raise SystemExit(f"{args.against} holds other pages or folds than {args.run}")
+        other_st = load_st_elevation(args.against, names, args.data, args.jobs)
+        other_decision, _ = cross_fitted_decisions(other["logits"], labels, folds, other_st, prior,
+                                                   with_measurements=True)
+        for group in ("all", "3x4_grid", "6x2_nogrid"):
+            mask = np.ones(len(labels), bool) if group == "all" else templates == group
+            g = paired_gain(labels[mask], predictions["image + ST-elevation finding"][mask],
+                            other_decision.argmax(axis=1)[mask], n_boot=args.n_boot)
+            mi = labels[mask] == 1
+            print(f"with the finding, {args.run.name} minus {args.against.name}, {group}: macro-F1 "
+                  f"{g['gain']:+.3f} (95% CI {g['low']:+.3f} to {g['high']:+.3f}; above zero in "
+                  f"{100 * g['share_of_resamples_above_zero']:.1f} % of resamples); MI found "
+                  f"{int((predictions['image + ST-elevation finding'][mask][mi] == 1).sum())} against "
+                  f"{int((other_decision.argmax(axis=1)[mask][mi] == 1).sum())} of {int(mi.sum())}")
     changed = predictions["image + ST-elevation finding"] != predictions["image alone"]
     text = markdown(rows, gains, args.run, minutes, float(np.mean(~np.isnan(st))))
     rates = fit_st_elevation_rates(st, labels)

@@ -49,6 +49,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "decode_metadata",
     "export_checkpoint",
+    "export_ensemble",
     "read_model_metadata",
 ]
 
@@ -200,6 +201,73 @@ def export_checkpoint(
     metadata = build_metadata(ckpt, checkpoint_path, decision_rule=decision_rule)
     if test_metrics is not None:
         metadata["test_metrics"] = _jsonable(dict(test_metrics))
+    return _export_checked(model, metadata, Path(out), opset=opset, check_images=check_images,
+                           tolerance=tolerance, seed=seed, verbose=verbose)
+
+
+def export_ensemble(
+    checkpoints: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_images: Sequence[Any] = (),
+    tolerance: float = PARITY_TOLERANCE,
+    seed: int = 0,
+    verbose: bool = True,
+    decision_rule: Any = None,
+    test_metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export several checkpoints as one ONNX graph whose logits are their mean log-softmax.
+
+    ``ecgdx.models.ensemble.LogSoftmaxMean``: the members' identical frozen trunk is computed once.
+    The members must share the classes, the preprocessing and the training data (fingerprint), since
+    one page input feeds them all. ``model_version`` is "<n> x <name>-<date>-<hash>", the hash over
+    the members' weight hashes in the order given; the metadata lists each member with its own hash.
+    The arguments are those of ``export_checkpoint``; ``decision_rule`` should be fitted on the
+    ensemble's own out-of-fold logits (``benchmarks/measurement_evidence.py`` on the folder
+    ``benchmarks/ensemble.py --save`` writes).
+
+    Raises:
+        ModelError: fewer than 2 checkpoints, members that do not fit together, or failed parity.
+    """
+    from ecgdx.models.ensemble import LogSoftmaxMean
+    from ecgdx.training import load_checkpoint
+
+    if len(checkpoints) < 2:
+        raise ModelError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
+    loaded = [load_checkpoint(c) for c in checkpoints]
+    first = loaded[0][1]
+    for path, (_, ckpt) in zip(checkpoints[1:], loaded[1:], strict=True):
+        for key in ("preprocess", "classes", "data_fingerprint"):
+            if _jsonable(ckpt.get(key)) != _jsonable(first.get(key)):
+                raise ModelError(f"{path} has another {key} than {checkpoints[0]}: the members of one "
+                                 "model must read the same page input")
+    model = LogSoftmaxMean([m for m, _ in loaded])
+    paths = [Path(c) / "best.pt" if Path(c).is_dir() else Path(c) for c in checkpoints]
+    metadata = build_metadata(first, paths[0], decision_rule=decision_rule)
+    hashes = [weights_hash(ckpt["state_dict"]) for _, ckpt in loaded]
+    names = sorted({ckpt["model"]["name"] for _, ckpt in loaded})
+    name = f"{len(loaded)} x {names[0]}" if len(names) == 1 else " + ".join(names)
+    newest = max(_dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.UTC) for p in paths if p.is_file())
+    metadata["model"] = {
+        "name": name,
+        "combination": "mean of the members' log-softmax",
+        "shared_stages": model.shared_stages,
+        "members": [{"name": ckpt["model"]["name"], "kwargs": _jsonable(ckpt["model"]["kwargs"]),
+                     "weights_hash": h[:8]} for (_, ckpt), h in zip(loaded, hashes, strict=True)],
+    }
+    combined = hashlib.sha256("|".join(hashes).encode()).hexdigest()
+    metadata["model_version"] = f"{names[0]}x{len(loaded)}-{newest:%Y%m%d}-{combined[:8]}"
+    metadata["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    if test_metrics is not None:
+        metadata["test_metrics"] = _jsonable(dict(test_metrics))
+    return _export_checked(model, metadata, Path(out), opset=opset, check_images=check_images,
+                           tolerance=tolerance, seed=seed, verbose=verbose)
+
+
+def _export_checked(model, metadata: dict[str, Any], out: Path, *, opset: int, check_images: Sequence[Any],
+                    tolerance: float, seed: int, verbose: bool) -> dict[str, Any]:
+    """Export, check parity against PyTorch, and only then write ``out`` (``export_checkpoint``'s return)."""
     onnx_bytes = _export_bytes(model, metadata, opset)
     inputs = _parity_inputs(metadata["preprocess"], check_images, seed)
     max_diff = parity_max_abs_diff(model, onnx_bytes, inputs)
@@ -212,7 +280,6 @@ def export_checkpoint(
             f"exported model disagrees with the checkpoint: max |logit diff| {max_diff:.3g} > {tolerance:g}; "
             "the ONNX file was not written"
         )
-    out = Path(out)
     _write_atomically(out, onnx_bytes)
     return {"path": out, "metadata": metadata, "max_abs_diff": max_diff, "parity_inputs": n_inputs,
             "bytes": len(onnx_bytes)}

@@ -81,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export", help="export a trained checkpoint to a self-describing ONNX file (needs the [train] extra)"
     )
-    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="best.pt or its run directory")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="+",
+                        help="best.pt or its run directory; two or more: one model whose logits are their "
+                             "mean log-softmax, identical frozen stages computed once")
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--check-images", nargs="*", default=[], metavar="IMAGE",
@@ -285,7 +287,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     from ecgdx.errors import ModelError
-    from ecgdx.export import export_checkpoint
+    from ecgdx.export import export_checkpoint, export_ensemble
 
     rule = test_metrics = None
     if args.decision_rule is not None:
@@ -299,10 +301,12 @@ def run_export(args: argparse.Namespace) -> int:
             test_metrics = json.loads(args.test_metrics.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read test metrics {args.test_metrics}: {exc}") from None
-    result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check_images=args.check_images,
-                               decision_rule=rule, test_metrics=test_metrics)
+    export = export_checkpoint if len(args.checkpoint) == 1 else export_ensemble
+    result = export(args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint, args.out,
+                    opset=args.opset, check_images=args.check_images, decision_rule=rule, test_metrics=test_metrics)
     meta = result["metadata"]
-    print(f"wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB), model version {meta['model_version']}")
+    print(f"wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB), {meta['model']['name']}, "
+          f"model version {meta['model_version']}")
     return EXIT_OK
 
 
