@@ -195,14 +195,9 @@ def export_checkpoint(
     from ecgdx.training import load_checkpoint
 
     model, ckpt = load_checkpoint(checkpoint)
-    checkpoint_path = Path(checkpoint)
-    if checkpoint_path.is_dir():
-        checkpoint_path = checkpoint_path / "best.pt"
-    metadata = build_metadata(ckpt, checkpoint_path, decision_rule=decision_rule)
-    if test_metrics is not None:
-        metadata["test_metrics"] = _jsonable(dict(test_metrics))
+    metadata = build_metadata(ckpt, _checkpoint_file(checkpoint), decision_rule=decision_rule)
     return _export_checked(model, metadata, Path(out), opset=opset, check_images=check_images,
-                           tolerance=tolerance, seed=seed, verbose=verbose)
+                           tolerance=tolerance, seed=seed, verbose=verbose, test_metrics=test_metrics)
 
 
 def export_ensemble(
@@ -221,7 +216,7 @@ def export_ensemble(
 
     ``ecgdx.models.ensemble.LogSoftmaxMean``: the members' identical frozen trunk is computed once.
     The members must share the classes, the preprocessing and the training data (fingerprint), since
-    one page input feeds them all. ``model_version`` is "<n> x <name>-<date>-<hash>", the hash over
+    one page input feeds them all. ``model_version`` is "<name>x<n>-<date>-<hash>", the hash over
     the members' weight hashes in the order given; the metadata lists each member with its own hash.
     The arguments are those of ``export_checkpoint``; ``decision_rule`` should be fitted on the
     ensemble's own out-of-fold logits (``benchmarks/measurement_evidence.py`` on the folder
@@ -243,7 +238,7 @@ def export_ensemble(
                 raise ModelError(f"{path} has another {key} than {checkpoints[0]}: the members of one "
                                  "model must read the same page input")
     model = LogSoftmaxMean([m for m, _ in loaded])
-    paths = [Path(c) / "best.pt" if Path(c).is_dir() else Path(c) for c in checkpoints]
+    paths = [_checkpoint_file(c) for c in checkpoints]
     metadata = build_metadata(first, paths[0], decision_rule=decision_rule)
     hashes = [weights_hash(ckpt["state_dict"]) for _, ckpt in loaded]
     names = sorted({ckpt["model"]["name"] for _, ckpt in loaded})
@@ -259,15 +254,23 @@ def export_ensemble(
     combined = hashlib.sha256("|".join(hashes).encode()).hexdigest()
     metadata["model_version"] = f"{names[0]}x{len(loaded)}-{newest:%Y%m%d}-{combined[:8]}"
     metadata["parameters"] = int(sum(p.numel() for p in model.parameters()))
-    if test_metrics is not None:
-        metadata["test_metrics"] = _jsonable(dict(test_metrics))
     return _export_checked(model, metadata, Path(out), opset=opset, check_images=check_images,
-                           tolerance=tolerance, seed=seed, verbose=verbose)
+                           tolerance=tolerance, seed=seed, verbose=verbose, test_metrics=test_metrics)
+
+
+def _checkpoint_file(checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint file of a path that may be its run directory (as ``load_checkpoint`` reads it)."""
+    path = Path(checkpoint)
+    return path / "best.pt" if path.is_dir() else path
 
 
 def _export_checked(model, metadata: dict[str, Any], out: Path, *, opset: int, check_images: Sequence[Any],
-                    tolerance: float, seed: int, verbose: bool) -> dict[str, Any]:
-    """Export, check parity against PyTorch, and only then write ``out`` (``export_checkpoint``'s return)."""
+                    tolerance: float, seed: int, verbose: bool,
+                    test_metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Export, check parity against PyTorch, and only then write ``out`` (``export_checkpoint``'s return).
+    ``test_metrics``, when given, replace the checkpoint's headline numbers in ``metadata``."""
+    if test_metrics is not None:
+        metadata["test_metrics"] = _jsonable(dict(test_metrics))
     onnx_bytes = _export_bytes(model, metadata, opset)
     inputs = _parity_inputs(metadata["preprocess"], check_images, seed)
     max_diff = parity_max_abs_diff(model, onnx_bytes, inputs)

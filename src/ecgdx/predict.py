@@ -301,9 +301,12 @@ def run_export(args: argparse.Namespace) -> int:
             test_metrics = json.loads(args.test_metrics.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read test metrics {args.test_metrics}: {exc}") from None
-    export = export_checkpoint if len(args.checkpoint) == 1 else export_ensemble
-    result = export(args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint, args.out,
-                    opset=args.opset, check_images=args.check_images, decision_rule=rule, test_metrics=test_metrics)
+    options = {"opset": args.opset, "check_images": args.check_images, "decision_rule": rule,
+               "test_metrics": test_metrics}
+    if len(args.checkpoint) == 1:
+        result = export_checkpoint(args.checkpoint[0], args.out, **options)
+    else:
+        result = export_ensemble(args.checkpoint, args.out, **options)
     meta = result["metadata"]
     print(f"wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB), {meta['model']['name']}, "
           f"model version {meta['model_version']}")
