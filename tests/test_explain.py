@@ -156,6 +156,10 @@ def test_overlay_text_is_never_clipped_at_the_right_edge():
     picture = render_overlay(base, {"mi": 0.5})
     band = picture[:title_height, -8:]
     assert band.min() == 255, "title text reaches the right edge"
+    # The region labels, wider than this 128 px picture even at their smallest size, are cut with an
+    # ellipsis: no black ink in the picture's last columns (the heatmap is never that dark).
+    last_columns = picture[title_height:, 128 - 4 : 128]
+    assert (last_columns.max(axis=2) >= 40).all(), "a region label runs off the picture"
 
 
 def test_region_labels_at_the_right_edge_are_moved_in_not_cut_off():

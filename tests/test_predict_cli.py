@@ -125,6 +125,22 @@ def test_explain_writes_pngs(model, folder, tmp_path, capsys):
         assert row["explanation"]["method"] == "occlusion"
 
 
+def test_explanation_title_shows_the_tables_percentages(folder, tmp_path, capsys, monkeypatch):
+    """With the bundled model (a decision rule: the table shows balanced-prior percentages), the
+    overlay's title gets the same percentages as the table, not the data-mix ones."""
+    from ecgdx import explain
+
+    drawn = []
+    real_write = explain.write_overlay
+    monkeypatch.setattr(explain, "write_overlay",
+                        lambda path, e, probabilities=None, title=None: drawn.append(probabilities)
+                        or real_write(path, e, probabilities, title))
+    assert main(["predict", str(folder / "a.png"), "--format", "json", "--explain", str(tmp_path)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["balanced_probabilities"] and row["balanced_probabilities"] != row["probabilities"]
+    assert drawn == [row["balanced_probabilities"]]
+
+
 def test_model_info(model, capsys, monkeypatch):
     assert main(["model", "info", model]) == 0
     text = capsys.readouterr().out

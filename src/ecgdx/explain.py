@@ -399,12 +399,10 @@ def _mark_regions(image: np.ndarray, explanation: Explanation, top_k: int, to_di
         cv2.rectangle(image, p0, p1, (255, 255, 255), 4, cv2.LINE_AA)
         cv2.rectangle(image, p0, p1, (0, 0, 0), 2, cv2.LINE_AA)
         text = f"#{rank} {name} {100 * drop:.1f} pp"  # a drop of P(shown class), positive like the bar
-        scale = 0.7
-        while scale > 0.35 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 5)[0][0] > image.shape[1] - 8:
-            scale -= 0.05
+        text, scale = _fit_text(text, image.shape[1] - 12, 0.7, 0.35, 5)
         text_w = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 5)[0][0]
         # Boxes at the right edge get their label moved left, never cut off by the picture's edge.
-        org = (max(2, min(p0[0] + 6, image.shape[1] - 4 - text_w)), max(p0[1] + 24, 24))
+        org = (max(2, min(p0[0] + 6, image.shape[1] - 8 - text_w)), max(p0[1] + 24, 24))
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 5, cv2.LINE_AA)
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
 
@@ -418,18 +416,28 @@ def _draw_colour_bar(canvas: np.ndarray, x: int, top: int, height: int, peak: fl
     font, ink = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     cv2.putText(canvas, f"{100 * peak:.1f}", (x + 40, y0 + 10), font, 0.45, ink, 1, cv2.LINE_AA)
     cv2.putText(canvas, "0", (x + 40, y0 + bar_h), font, 0.45, ink, 1, cv2.LINE_AA)
-    cv2.putText(canvas, "cell drop, pp", (x - 10, y0 - 10), font, 0.42, ink, 1, cv2.LINE_AA)
+    # The caption stays inside the bar's panel: it used to start over the picture's right edge.
+    caption, scale = _fit_text("cell drop, pp", _BAR_WIDTH - 6, 0.42, 0.3, 1)
+    cv2.putText(canvas, caption, (x + 3, y0 - 10), font, scale, ink, 1, cv2.LINE_AA)
 
 
-def _fitted_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int) -> None:
-    """putText, shrinking the font until the line fits the canvas width (never clipped at the right)."""
+def _fit_text(text: str, room: int, scale: float, min_scale: float, thickness: int) -> tuple[str, float]:
+    """(text, scale) no wider than ``room`` px: the font shrinks down to ``min_scale``, then the text
+    is cut with an ellipsis."""
     font = cv2.FONT_HERSHEY_SIMPLEX
-    room = canvas.shape[1] - org[0] - 6
-    while scale > 0.3 and cv2.getTextSize(text, font, scale, thickness)[0][0] > room:
+    while scale > min_scale and cv2.getTextSize(text, font, scale, thickness)[0][0] > room:
         scale -= 0.02
     while cv2.getTextSize(text, font, scale, thickness)[0][0] > room and len(text) > 4:
         text = text[:-4] + "..."
-    cv2.putText(canvas, text, org, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return text, scale
+
+
+def _fitted_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int) -> None:
+    """putText, shrinking the font until the line fits the canvas width (never clipped at the right).
+    A margin of 12 px stays white: anti-aliased strokes reach a pixel or two past getTextSize's width,
+    by an amount that differs between OpenCV releases."""
+    text, scale = _fit_text(text, canvas.shape[1] - org[0] - 12, scale, 0.3, thickness)
+    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
 
 
 def _draw_title(canvas, explanation: Explanation, probabilities, title, top_k: int) -> None:

@@ -179,7 +179,9 @@ def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict
     if explain_dir is not None and getattr(result, "explanation", None) is not None:
         from ecgdx.explain import write_overlay
 
-        target = write_overlay(explain_dir / names[display], result.explanation, result.probabilities)
+        # The title shows the percentages of the table (those the verdict was decided from), as the web app does.
+        shown = result.balanced_probabilities or result.probabilities
+        target = write_overlay(explain_dir / names[display], result.explanation, shown)
         row["explanation_png"] = str(target)
     return row
 
