@@ -487,3 +487,21 @@ def test_real_photographed_pages_keep_their_lead_layout():
             lost.append((row["file"], f"{lay.rows} rows, strip {lay.has_rhythm}; clean: {clean.rows}, {clean.has_rhythm}"))
     assert len(rows) >= 18
     assert not lost, lost
+
+
+def test_cheapest_step_is_the_first_minimum_of_step_cost():
+    """The trace searches' inner loop, written out for speed, gives the same state and the same cost,
+    to the bit, as taking the first minimum of costs[i] + step_cost(states[i], run) (ties included:
+    equal costs are common, integer gaps)."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        n = int(rng.integers(1, 5))
+        tops = rng.integers(0, 60, n)
+        states = [(int(t), int(t + rng.integers(1, 12))) for t in tops]
+        costs = [float(x) for x in rng.choice([0.0, 0.5, 1.0, 2.25], n)]
+        top = int(rng.integers(0, 60))
+        run = (top, top + int(rng.integers(1, 12)))
+        max_jump = float(rng.choice([3.0, 7.5, 20.0]))
+        steps = [costs[i] + layout_module.step_cost(states[i], run, max_jump) for i in range(n)]
+        expected = min(range(n), key=steps.__getitem__)
+        assert layout_module.cheapest_step(states, costs, run, max_jump) == (expected, steps[expected])

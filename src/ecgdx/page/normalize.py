@@ -315,27 +315,31 @@ def _band_slope(weight: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     total = float(weight.sum())
     # Thinned before anything else is computed per pixel: the sample is all the search uses.
-    flat_index = flat_index[:: max(1, len(flat_index) // _SLOPE_STAGES[-1][1])]
+    flat_index = flat_index[:: max(1, -(-len(flat_index) // _SLOPE_STAGES[-1][1]))]
     ys, xs = np.divmod(flat_index, weight.shape[1])
     values = weight.ravel()[flat_index]
     rows = ys.astype(np.float32)
     columns = xs.astype(np.float32) - weight.shape[1] / 2.0
     best, span = 0.0, _MAX_SLOPE
     for increment, pixels in _SLOPE_STAGES:
-        every = max(1, len(rows) // pixels)
+        # Rounded up, so that a stage never takes more than its share (a floor took all 4,999 of 5,000).
+        every = max(1, -(-len(rows) // pixels))
         r, c, v = rows[::every], columns[::every], values[::every]
         candidates = np.arange(best - span, best + span + increment / 2, increment, dtype=np.float32)
         projected = r[None, :] - c[None, :] * candidates[:, None]
         projected -= projected.min()
         bins = int(projected.max()) + 2
         low = np.floor(projected)
-        frac = projected - low
-        index = (low.astype(np.intp) + (np.arange(len(candidates), dtype=np.intp) * bins)[:, None]).ravel()
+        upper = ((projected - low) * v).astype(np.float64).ravel()  # the share of the upper bin
+        # Each candidate's histogram in its own block of bins: one integer cast, offsets added first.
+        low += (np.arange(len(candidates), dtype=np.float32) * bins)[:, None]
+        index = low.astype(np.intp).ravel()
         # Linear binning: the score varies smoothly with the slope (no rounding aliases). The
         # weights are cast to float64 here, as np.bincount would: its own cast is ~3x slower.
         size = len(candidates) * bins
-        hist = np.bincount(index, (v * (1.0 - frac)).ravel().astype(np.float64), minlength=size)
-        hist += np.bincount(index + 1, (v * frac).ravel().astype(np.float64), minlength=size)
+        lower = np.broadcast_to(v.astype(np.float64), projected.shape).ravel() - upper
+        hist = np.bincount(index, lower, minlength=size)
+        hist += np.bincount(index + 1, upper, minlength=size)
         score = np.square(hist.reshape(len(candidates), bins)).sum(axis=1)
         best = float(candidates[int(np.argmax(score))])
         span = increment

@@ -270,7 +270,8 @@ def estimate_skew(gray: np.ndarray, *, max_angle: float = SKEW_RANGE, fine: bool
     else:
         # One shrink to quarter working scale, flattened there: the resizes dominated the fast mode.
         h, w = gray.shape
-        quarter = cv2.resize(gray, (max(1, w // (4 * factor)), max(1, h // (4 * factor))), interpolation=cv2.INTER_AREA)
+        quarter = shrink(gray, 4 * factor) if min(h, w) >= 4 * factor else cv2.resize(
+            gray, (max(1, w // (4 * factor)), max(1, h // (4 * factor))), interpolation=cv2.INTER_AREA)
         flat = flatten_background(quarter)
         stages = ((2, 0.5, max_angle), (1, 0.1, 0.6))
     angle = 0.0

@@ -802,9 +802,8 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
         prev, current = runs[cols[k - 1]], runs[cols[k]]
         new_costs, choice = [], []
         for run in current:
-            steps = [costs[i] + _layout.step_cost(p, run, max_jump) for i, p in enumerate(prev)]
-            best = min(range(len(steps)), key=steps.__getitem__)
-            new_costs.append(steps[best])
+            best, cost = _layout.cheapest_step(prev, costs, run, max_jump)
+            new_costs.append(cost)
             choice.append(best)
         back[k] = choice
         costs, last = new_costs, k
