@@ -322,7 +322,8 @@ def _band_slope(weight: np.ndarray) -> tuple[float, float]:
     columns = xs.astype(np.float32) - weight.shape[1] / 2.0
     best, span = 0.0, _MAX_SLOPE
     for increment, pixels in _SLOPE_STAGES:
-        # Rounded up, so that a stage never takes more than its share (a floor took all 4,999 of 5,000).
+        # Rounded up, so that a stage never takes more than its share (with a floor, a band of 4,999
+        # pixels used all of them in the 2,500-pixel stage).
         every = max(1, -(-len(rows) // pixels))
         r, c, v = rows[::every], columns[::every], values[::every]
         candidates = np.arange(best - span, best + span + increment / 2, increment, dtype=np.float32)
