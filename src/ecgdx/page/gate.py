@@ -208,7 +208,7 @@ def _resize_to_width(gray: np.ndarray, width: int) -> np.ndarray:
         gray = cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
     height = max(1, round(h * width / w))
     # Below 1.25x (e.g. 553 -> 550 px after the pre-shrink) area averaging and bilinear weights
-    # barely differ, and the bilinear path is ~7x faster.
+    # barely differ, and the bilinear path is ~5x faster (1.46 against 0.29 ms a page).
     interp = cv2.INTER_AREA if w >= 1.25 * width else cv2.INTER_LINEAR
     return cv2.resize(gray, (width, height), interpolation=interp)
 
