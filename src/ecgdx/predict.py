@@ -179,9 +179,8 @@ def _result_row(display: str, result: Any, explain_dir: Path | None, names: dict
     if explain_dir is not None and getattr(result, "explanation", None) is not None:
         from ecgdx.explain import write_overlay
 
-        # The title shows the percentages of the table (those the verdict was decided from), as the web app does.
-        shown = result.balanced_probabilities or result.probabilities
-        target = write_overlay(explain_dir / names[display], result.explanation, shown)
+        # The title shows the percentages the verdict was decided from, as the table and the web app do.
+        target = write_overlay(explain_dir / names[display], result.explanation, result.decision_probabilities)
         row["explanation_png"] = str(target)
     return row
 
