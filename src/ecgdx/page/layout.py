@@ -230,11 +230,19 @@ def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tup
     merge_gap: runs of one column separated by at most this many px are joined into one.
     """
     h, w = mask.shape
-    padded = np.zeros((w, h + 2), np.int8)
-    padded[:, 1:-1] = mask.T
-    edges = np.diff(padded, axis=1)
-    start_c, start_r = np.nonzero(edges == 1)  # row-major over the transposed array: by column
-    end_r = np.nonzero(edges == -1)[1]
+    # One scan of the column-major copy for the (few) ink pixels; runs are where the flat index
+    # stops stepping by one or crosses into the next column.
+    ink = np.flatnonzero(np.ascontiguousarray(mask.T))
+    if len(ink):
+        start_c = ink // h
+        breaks = np.flatnonzero((np.diff(ink) != 1) | (np.diff(start_c) != 0))
+        firsts = np.concatenate(([0], breaks + 1))
+        lasts = np.concatenate((breaks, [len(ink) - 1]))
+        start_c = start_c[firsts]
+        start_r = ink[firsts] - start_c * h
+        end_r = ink[lasts] - start_c * h + 1
+    else:
+        start_c = start_r = end_r = np.zeros(0, np.int64)
     if merge_gap is not None and len(start_c):
         joined = np.zeros(len(start_c), bool)
         joined[1:] = (start_c[1:] == start_c[:-1]) & (start_r[1:] - end_r[:-1] <= merge_gap)

@@ -837,15 +837,16 @@ class _Columns:
         return self.hi - self.lo >= 1.0
 
 
-def _consecutive_runs(flags: np.ndarray, x: np.ndarray) -> list[tuple[int, int]]:
-    """[(k, j)] index ranges (inclusive) of consecutive flagged entries whose x values step by 1."""
+def _consecutive_runs(flags: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(n, 2) int array of the index ranges [k, j] (inclusive) of consecutive flagged entries whose
+    x values step by 1."""
     index = np.flatnonzero(flags)
     if not len(index):
-        return []
+        return np.zeros((0, 2), np.int64)
     breaks = (np.diff(index) != 1) | (np.diff(x[index]) != 1)
     starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
     ends = np.concatenate([np.flatnonzero(breaks), [len(index) - 1]])
-    return list(zip(index[starts].tolist(), index[ends].tolist(), strict=True))
+    return np.stack([index[starts], index[ends]], axis=1)
 
 
 def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
@@ -866,8 +867,7 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     ink_level = float(np.percentile(inked, 5)) if inked.size else 0.0
     dark = _Darkness(flat, max(1.0, 255.0 - ink_level))
     c_idx = np.array(cols)
-    r0 = np.array([path[c][0] for c in cols])
-    r1 = np.array([path[c][1] for c in cols])
+    r0, r1 = np.array([path[c] for c in cols]).T
     tops = r0 + (1.0 - dark.at(r0, c_idx)) - dark.at(r0 - 1, c_idx)
     bottoms = r1 - (1.0 - dark.at(r1 - 1, c_idx)) + dark.at(r1, c_idx)
     # Each run's total darkness and centre over its rows +/- 1, from those pixels only (one gather
@@ -886,7 +886,10 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     columns = _Columns(c_idx, tops + width / 2.0, bottoms - width / 2.0, centres)
     xs = c_idx + 0.5
     ys, extreme = _column_samples(columns)
-    xs, ys = _steep_strokes(columns, extreme, xs, ys, path, dark, width)
+    run_top = np.zeros(len(path), np.int64)
+    run_end = np.zeros(len(path), np.int64)
+    run_top[c_idx], run_end[c_idx] = r0, r1
+    xs, ys = _steep_strokes(columns, extreme, xs, ys, (run_top, run_end), dark, width)
     # Ends of the line: the first/last inked column and the faint column beyond it (anti-aliased,
     # not dark enough to count as ink) count by their share of a full column (the line width), which
     # gives the end of an equivalent square-ended line; a round cap of radius width/2 holds
@@ -905,9 +908,11 @@ class _Darkness:
         self.flat = flat
         self.scale = scale
         self.shape = flat.shape
+        # The darkness of every gray level, by the same float32 arithmetic: a lookup per pixel.
+        self.table = np.clip((255.0 - np.arange(256, dtype=np.float32)) / scale, 0.0, 1.0)
 
     def _of(self, gray: np.ndarray) -> np.ndarray:
-        return np.clip((255.0 - gray.astype(np.float32)) / self.scale, 0.0, 1.0)
+        return self.table[gray]
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(n,) float32 darkness at pixels (rows[i], cols[i])."""
@@ -969,17 +974,17 @@ def _single_extreme(flags: np.ndarray, level: np.ndarray, x: np.ndarray) -> np.n
     (the middle one of ties). A sharp peak drawn with a line of width w has a flat top w wide;
     giving every column of it the peak height would widen the peak, its flanks are read as strokes."""
     out = np.zeros_like(flags)
-    for k, j in _consecutive_runs(flags, x):
-        if j == k:  # most runs are one column
-            out[k] = True
-            continue
+    runs = _consecutive_runs(flags, x)
+    single = runs[:, 0] == runs[:, 1]
+    out[runs[single, 0]] = True  # most runs are one column
+    for k, j in runs[~single].tolist():
         best = np.flatnonzero(level[k : j + 1] <= level[k : j + 1].min() + 0.25)
         out[k + int(best[len(best) // 2])] = True
     return out
 
 
 def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-                   path: list[tuple[int, int] | None], dark: _Darkness, width: float):
+                   runs: tuple[np.ndarray, np.ndarray], dark: _Darkness, width: float):
     """Read steep strokes row by row instead of column by column; returns (x, y) sorted by x.
 
     A line of width w drawn steeply darkens every column within w/2 of it over the stroke's whole
@@ -989,45 +994,76 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
     of ink whose darkness-weighted centre is the stroke's x there. Rows whose ink in the stroke's
     columns (plus one on each side) is not one run of at most 2 w + 2 px (a flat part, or two
     strokes) give no sample; a stroke with fewer than two row samples keeps its column samples.
+    runs: (top, end) of every window column's ink run on the trace's path (0, 0 without one).
     """
+    run_top, run_end = runs
     steep = columns.tall & ~extreme
-    if not steep.any():
+    strokes = _consecutive_runs(steep, columns.x)
+    if not len(strokes):
         return xs, ys
-    keep = np.ones(len(columns.x), bool)
-    new_x: list[float] = []
-    new_y: list[float] = []
     limit = 2.0 * width + 2.0
-    for k, j in _consecutive_runs(steep, columns.x):
-        c0, c1 = max(0, int(columns.x[k]) - 1), min(len(path), int(columns.x[j]) + 2)
-        r0 = int(math.ceil(columns.lo[k : j + 1].min()))
-        r1 = int(math.floor(columns.hi[k : j + 1].max())) + 1
-        if r1 - r0 < limit:  # hardly steeper than the line is wide: the column samples do
-            continue
+    # Every stroke at once: a stroke's rows, and each row's pixels in the stroke's columns (plus
+    # one on each side), laid end to end, so the per-row sums below are segmented sums.
+    k, j = strokes[:, 0], strokes[:, 1]
+    c0 = np.maximum(0, columns.x[k].astype(np.int64) - 1)
+    c1 = np.minimum(len(run_top), columns.x[j].astype(np.int64) + 2)
+    r0 = np.ceil(_segment_extreme(np.minimum, columns.lo, steep, k)).astype(np.int64)
+    r1 = np.floor(_segment_extreme(np.maximum, columns.hi, steep, k)).astype(np.int64) + 1
+    tall = (r1 - r0) >= limit  # else hardly steeper than the line is wide: the column samples do
+    if not tall.any():
+        return xs, ys
+    k, j, c0, c1, r0, r1 = k[tall], j[tall], c0[tall], c1[tall], r0[tall], r1[tall]
+    heights, widths = r1 - r0, c1 - c0
+    stroke_of_row = np.repeat(np.arange(len(k)), heights)
+    row = np.repeat(r0, heights) + _ranks(heights)
+    ok = np.zeros(len(row), bool)
+    total = np.ones(len(row), np.float32)
+    moment = np.zeros(len(row))
+    # Rows of strokes of one width form one 2-D block (rows x the stroke's columns plus one on each
+    # side), read as a single stroke's block would be, sums in the same order.
+    for w in np.unique(widths).tolist():
+        rows = np.flatnonzero(widths[stroke_of_row] == w)
+        r = row[rows][:, None]
+        cols = c0[stroke_of_row[rows]][:, None] + np.arange(w)
         # Each column's darkness over the rows of its own ink run only (neighbouring ink is not the stroke).
-        runs = [path[c] or (0, 0) for c in range(c0, c1)]
-        rows = np.arange(r0, r1)[:, None]
-        in_run = (rows >= np.array([r[0] for r in runs])) & (rows < np.array([r[1] for r in runs]))
-        block = np.where(in_run, dark.block(r0, r1, c0, c1), np.float32(0.0))
+        in_run = (r >= run_top[cols]) & (r < run_end[cols])
+        block = np.where(in_run, dark.at(np.broadcast_to(r, cols.shape).ravel(), cols.ravel()).reshape(cols.shape),
+                         np.float32(0.0))
         inked = block > 0.2
         count = inked.sum(axis=1)
         first = np.argmax(inked, axis=1)
-        last = block.shape[1] - 1 - np.argmax(inked[:, ::-1], axis=1)
+        last = w - 1 - np.argmax(inked[:, ::-1], axis=1)
+        weights = np.where(inked, block, np.float32(0.0))
         # One run per row (no gaps), short enough to be a stroke crossing, not a flat part.
-        ok = (count > 0) & (count == last - first + 1) & (count <= limit)
-        weights = np.where(inked, block, 0.0)
-        total = weights.sum(axis=1)
-        ok &= total > 0
-        centre = (weights * np.arange(block.shape[1])).sum(axis=1)[ok] / total[ok]
-        row_x = list(c0 + 0.5 + centre)
-        row_y = list(r0 + 0.5 + np.flatnonzero(ok))
-        if len(row_x) >= 2:
-            keep[k : j + 1] = False
-            new_x += row_x
-            new_y += row_y
-    all_x = np.concatenate([xs[keep], np.array(new_x)])
-    all_y = np.concatenate([ys[keep], np.array(new_y)])
+        ok[rows] = (count > 0) & (count == last - first + 1) & (count <= limit)
+        total[rows] = weights.sum(axis=1)
+        moment[rows] = (weights * np.arange(w)).sum(axis=1)
+    ok &= total > 0
+    # A stroke with fewer than two row samples keeps its column samples.
+    read = np.bincount(stroke_of_row[ok], minlength=len(k)) >= 2
+    ok &= read[stroke_of_row]
+    keep = np.ones(len(columns.x), bool)
+    for a, b in zip(k[read].tolist(), j[read].tolist(), strict=True):
+        keep[a : b + 1] = False
+    row_x = c0[stroke_of_row[ok]] + 0.5 + moment[ok] / total[ok]
+    row_y = row[ok] + 0.5
+    all_x = np.concatenate([xs[keep], row_x])
+    all_y = np.concatenate([ys[keep], row_y])
     order = np.argsort(all_x, kind="stable")
     return all_x[order], all_y[order]
+
+
+def _ranks(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, .., n - 1 for every n in ``lengths``, concatenated: the position inside each segment."""
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+
+
+def _segment_extreme(ufunc, values: np.ndarray, flags: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """ufunc (np.minimum / np.maximum) over each run of flagged entries beginning at ``starts``:
+    unflagged entries are neutral, so each segment runs on to the next start."""
+    neutral = np.inf if ufunc is np.minimum else -np.inf
+    return ufunc.reduceat(np.where(flags, values, neutral), starts)
 
 
 def _extreme_groups(level: np.ndarray, x: np.ndarray, tall: np.ndarray, margin: float = 0.5,
@@ -1042,26 +1078,21 @@ def _extreme_groups(level: np.ndarray, x: np.ndarray, tall: np.ndarray, margin: 
     columns wide is one.
     """
     n = len(level)
-    near_min = level.astype(float).copy()
-    has_left, has_right = np.zeros(n, bool), np.zeros(n, bool)
-    rises_left, rises_right = np.zeros(n, bool), np.zeros(n, bool)
-    # x is increasing, so the columns within d columns of x[k] are among the d nearest indices.
-    for d in range(1, 3 * reach + 1):
-        for sign in (-1, 1):
-            index = np.arange(n) + sign * d
-            valid = (index >= 0) & (index < n)
-            other = np.where(valid, index, 0)
-            distance = np.abs(x[other] - x)
-            near = valid & (distance <= reach)
-            far = valid & (distance <= 3 * reach)
-            near_min = np.where(near, np.minimum(near_min, level[other]), near_min)
-            higher = far & (level[other] > level + margin)
-            if sign < 0:
-                has_left |= far
-                rises_left |= higher
-            else:
-                has_right |= far
-                rises_right |= higher
+    level = level.astype(float)
+    # x is increasing, so the columns within d columns of x[k] are among the d nearest indices:
+    # all of them at once, one column per offset (left offsets first).
+    offsets = np.concatenate([np.arange(-3 * reach, 0), np.arange(1, 3 * reach + 1)])
+    index = np.arange(n)[:, None] + offsets
+    valid = (index >= 0) & (index < n)
+    other = np.where(valid, index, 0)
+    distance = np.abs(x[other] - x[:, None])
+    near = valid & (distance <= reach)
+    far = valid & (distance <= 3 * reach)
+    near_min = np.minimum(level, np.where(near, level[other], np.inf).min(axis=1))
+    higher = far & (level[other] > (level + margin)[:, None])
+    left = offsets < 0
+    has_left, has_right = far[:, left].any(axis=1), far[:, ~left].any(axis=1)
+    rises_left, rises_right = higher[:, left].any(axis=1), higher[:, ~left].any(axis=1)
     at_minimum = level <= near_min + margin
     sides_ok = (~has_left | rises_left) & (~has_right | rises_right) & (has_left | has_right)
     return tall & at_minimum & sides_ok
