@@ -505,3 +505,27 @@ def test_cheapest_step_is_the_first_minimum_of_step_cost():
         steps = [costs[i] + layout_module.step_cost(states[i], run, max_jump) for i in range(n)]
         expected = min(range(n), key=steps.__getitem__)
         assert layout_module.cheapest_step(states, costs, run, max_jump) == (expected, steps[expected])
+
+
+def test_column_runs_are_each_columns_ink_runs():
+    """column_runs (one scan of the ink pixels) gives, column by column, the runs that walking down
+    the column finds, with runs at most merge_gap px apart joined."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        for merge_gap in (None, 0, 2, 5):
+            expected = []
+            for c in range(w):
+                runs: list[list[int]] = []
+                for r in range(h):
+                    if not mask[r, c]:
+                        continue
+                    if runs and runs[-1][1] == r:
+                        runs[-1][1] = r + 1
+                    elif runs and merge_gap is not None and r - runs[-1][1] <= merge_gap:
+                        runs[-1][1] = r + 1
+                    else:
+                        runs.append([r, r + 1])
+                expected.append([tuple(run) for run in runs])
+            assert layout_module.column_runs(mask, merge_gap) == expected

@@ -383,3 +383,26 @@ def test_predict_measure_adds_measurement_columns(tmp_path, capsys):
     assert blank_row["heart_rate_bpm"] == "" and "not digitised" in blank_row["measure_error"]
     assert main(["predict", str(image), "--model", model, "--format", "csv"]) == 0
     assert "heart_rate_bpm" not in capsys.readouterr().out.splitlines()[0]  # only with --measure
+
+
+def test_extreme_groups_follow_their_rule_column_by_column():
+    """The array form of the peak rule equals the rule read per column: a tall column whose level
+    is within the margin of the smallest level of the inked columns within `reach`, with the level
+    rising by more than the margin within 3 x reach columns on every side that has columns."""
+    from ecgdx.signals.digitize import _extreme_groups
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        x = np.cumsum(rng.choice([1, 1, 1, 2, 4], n))
+        level = rng.choice([0.0, 0.3, 0.5, 1.0, 2.0, 3.5], n) + rng.integers(0, 20, n)
+        tall = rng.random(n) < 0.8
+        expected = np.zeros(n, bool)
+        for k in range(n):
+            near = [j for j in range(n) if abs(x[j] - x[k]) <= 2]
+            far = [j for j in range(n) if j != k and abs(x[j] - x[k]) <= 6]
+            sides = [[j for j in far if j < k], [j for j in far if j > k]]
+            rises = all(any(level[j] > level[k] + 0.5 for j in side) for side in sides if side)
+            at_minimum = level[k] <= min(level[j] for j in near) + 0.5
+            expected[k] = tall[k] and at_minimum and rises and any(sides)
+        assert np.array_equal(_extreme_groups(level, x, tall), expected)

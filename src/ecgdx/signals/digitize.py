@@ -527,13 +527,14 @@ def _glyph_match(a: np.ndarray, b: np.ndarray) -> float:
 
     first = placed(a, 0)
     first -= first.mean()
+    first_energy = float((first * first).sum())
     best = -1.0
     for dx in (-2, -1, 0, 1, 2):
         shifted = placed(b, dx)
         for dy in (-1, 0, 1):
             second = np.roll(shifted, dy, axis=0)
             second = second - second.mean()
-            norm = math.sqrt(float((first * first).sum()) * float((second * second).sum()))
+            norm = math.sqrt(first_energy * float((second * second).sum()))
             if norm > 0:
                 best = max(best, float((first * second).sum()) / norm)
     return best * math.sqrt(width_ratio)
