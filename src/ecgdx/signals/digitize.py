@@ -1003,8 +1003,8 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
     if not len(strokes):
         return xs, ys
     limit = 2.0 * width + 2.0
-    # Every stroke at once: a stroke's rows, and each row's pixels in the stroke's columns (plus
-    # one on each side), laid end to end, so the per-row sums below are segmented sums.
+    # Every stroke at once, as arrays: its columns (plus one on each side) and rows, then every
+    # stroke row with its own column span.
     k, j = strokes[:, 0], strokes[:, 1]
     c0 = np.maximum(0, columns.x[k].astype(np.int64) - 1)
     c1 = np.minimum(len(run_top), columns.x[j].astype(np.int64) + 2)
