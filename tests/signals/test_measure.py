@@ -364,3 +364,21 @@ def test_the_r_peaks_measure_used_are_kept_on_the_record_time_axis():
     nearest = [min(abs(p - t) for t in truth) for p in m.r_peaks]
     assert max(nearest) <= 10  # within 20 ms of an R wave found on the original signal
     assert m.to_dict()["r_peaks"] == m.r_peaks
+
+
+def test_correlations_of_windows_equal_each_windows_correlation():
+    """The batched correlation (the beat searches) gives each window's `_correlation` to the bit,
+    flat and unread (NaN) windows included, so the searches choose the same places."""
+    from ecgdx.signals.measure import _correlation, _correlations, _windows
+
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        x = np.cumsum(rng.normal(size=600))
+        x[rng.integers(0, 600, 3)] = np.nan
+        x[100:160] = 1.5  # flat
+        length = int(rng.integers(5, 120))
+        template = rng.normal(size=length)
+        starts = np.arange(0, 600 - length, int(rng.integers(1, 7)))
+        batched = _correlations(_windows(x, starts, length), template)
+        single = np.array([_correlation(x[s : s + length], template) for s in starts])
+        assert np.array_equal(batched, single)

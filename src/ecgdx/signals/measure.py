@@ -312,16 +312,15 @@ def _search_back(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
     for a, b in zip(peaks[:-1], peaks[1:], strict=True):
         if b - a < 1.5 * median_rr:
             continue
-        best, best_r = None, 0.9
-        for c in range(int(a) + refractory, int(b) - refractory + 1):
-            if c - half < 0 or c + half >= len(x):
-                continue
-            part = x[c - half : c + half + 1]
-            r = _correlation(part, template)
-            if r > best_r and np.ptp(part) >= 0.6 * swing:
-                best, best_r = c, r
-        if best is not None:
-            found.append(best)
+        centres = np.arange(max(int(a) + refractory, half), min(int(b) - refractory, len(x) - 1 - half) + 1)
+        if not len(centres):
+            continue
+        parts = _windows(x, centres - half, 2 * half + 1)
+        r = _correlations(parts, template)
+        # The first best-correlated place above 0.9 that swings like a QRS.
+        candidate = (r > 0.9) & (np.ptp(parts, axis=1) >= 0.6 * swing)
+        if candidate.any():
+            found.append(int(centres[np.argmax(np.where(candidate, r, -np.inf))]))
     return np.asarray(sorted(found), int)
 
 
@@ -491,17 +490,15 @@ def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: f
     shift_max = int(round(0.012 * fs))
     template = np.nanmedian(rows, axis=0)[core]
     out = []
+    shifts = np.arange(-shift_max, shift_max + 1)
+    shifts = shifts[(core.start + shifts >= 0) & (core.stop + shifts <= rows.shape[1])]
     for p, row in zip(kept, rows, strict=True):
-        best, best_r = 0, -1.0
-        for shift in range(-shift_max, shift_max + 1):
-            lo, hi = core.start + shift, core.stop + shift
-            if lo < 0 or hi > len(row):
-                continue
-            r = _correlation(row[lo:hi], template)
-            if r > best_r:
-                best, best_r = shift, r
-        if best_r >= _DOMINANT_CORRELATION:
-            out.append(p + best)
+        if not len(shifts):
+            continue
+        r = _correlations(_windows(row, core.start + shifts, core.stop - core.start), template)
+        best = int(np.argmax(r))  # the first best shift
+        if r[best] >= _DOMINANT_CORRELATION:
+            out.append(p + int(shifts[best]))
     return np.asarray(out, int)
 
 
@@ -512,6 +509,23 @@ def _core_slice(pre: int, fs: float) -> slice:
 def _has_core(x: np.ndarray, f: int, fs: float) -> bool:
     core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
     return f + core0 >= 0 and f + core1 < len(x) and bool(np.isfinite(x[f + core0 : f + core1 + 1]).all())
+
+
+def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """(len(starts), length) contiguous copy of x[s : s + length] for every start s (all inside x)."""
+    return x[starts[:, None] + np.arange(length)]
+
+
+def _correlations(parts: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """``_correlation`` of every row of a C-contiguous (n, m) array with the template: each row is
+    reduced on its own, by the same pairwise sums as the 1-D call, so the values are the same (0
+    where a row or the template is flat or holds NaN)."""
+    a = parts - parts.mean(axis=1, keepdims=True)
+    b = template - template.mean()
+    den = np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b))
+    num = np.sum(a * b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
