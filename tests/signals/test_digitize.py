@@ -406,3 +406,29 @@ def test_extreme_groups_follow_their_rule_column_by_column():
             at_minimum = level[k] <= min(level[j] for j in near) + 0.5
             expected[k] = tall[k] and at_minimum and rises and any(sides)
         assert np.array_equal(_extreme_groups(level, x, tall), expected)
+
+
+def test_single_extreme_keeps_the_middle_lowest_column_of_each_run():
+    """One column per run of consecutive flagged columns (x stepping by 1): the middle one of those
+    within 0.25 px of the run's lowest level, as reading each run on its own gives."""
+    from ecgdx.signals.digitize import _single_extreme
+
+    rng = np.random.default_rng(13)
+    for _ in range(300):
+        n = int(rng.integers(1, 50))
+        x = np.cumsum(rng.choice([1, 1, 1, 1, 3], n))
+        level = rng.choice([0.0, 0.1, 0.25, 0.3, 1.0], n) + rng.integers(0, 3, n)
+        flags = rng.random(n) < 0.6
+        expected = np.zeros(n, bool)
+        k = 0
+        while k < n:
+            if not flags[k]:
+                k += 1
+                continue
+            j = k
+            while j + 1 < n and flags[j + 1] and x[j + 1] - x[j] == 1:
+                j += 1
+            near = [i for i in range(k, j + 1) if level[i] <= min(level[k : j + 1]) + 0.25]
+            expected[near[len(near) // 2]] = True
+            k = j + 1
+        assert np.array_equal(_single_extreme(flags, level, x), expected)

@@ -965,7 +965,7 @@ def _column_samples(columns: _Columns) -> tuple[np.ndarray, np.ndarray]:
     ys[trough & ~peak] = hi[trough & ~peak]
     for k in np.flatnonzero(peak & trough).tolist():
         near = [centre[j] for j in (k - 1, k + 1) if 0 <= j < n and abs(x[j] - x[k]) == 1]
-        around = float(np.mean(near)) if near else centre[k]
+        around = float(sum(near) / len(near)) if near else centre[k]  # np.mean's value, without its overhead
         ys[k] = lo[k] if around - lo[k] >= hi[k] - around else hi[k]
     return ys, peak | trough
 
@@ -978,9 +978,19 @@ def _single_extreme(flags: np.ndarray, level: np.ndarray, x: np.ndarray) -> np.n
     runs = _consecutive_runs(flags, x)
     single = runs[:, 0] == runs[:, 1]
     out[runs[single, 0]] = True  # most runs are one column
-    for k, j in runs[~single].tolist():
-        best = np.flatnonzero(level[k : j + 1] <= level[k : j + 1].min() + 0.25)
-        out[k + int(best[len(best) // 2])] = True
+    runs = runs[~single]
+    if not len(runs):
+        return out
+    lengths = runs[:, 1] - runs[:, 0] + 1
+    run_of = np.repeat(np.arange(len(runs)), lengths)
+    index = np.repeat(runs[:, 0], lengths) + _ranks(lengths)
+    lowest = np.minimum.reduceat(level[index], np.cumsum(lengths) - lengths)
+    near_lowest = level[index] <= lowest[run_of] + 0.25
+    # The middle one of each run's columns near its lowest level.
+    chosen, chosen_run = index[near_lowest], run_of[near_lowest]
+    first = np.searchsorted(chosen_run, np.arange(len(runs)))
+    count = np.bincount(chosen_run, minlength=len(runs))
+    out[chosen[first + count // 2]] = True
     return out
 
 
@@ -1028,8 +1038,8 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
         cols = c0[stroke_of_row[rows]][:, None] + np.arange(w)
         # Each column's darkness over the rows of its own ink run only (neighbouring ink is not the stroke).
         in_run = (r >= run_top[cols]) & (r < run_end[cols])
-        block = np.where(in_run, dark.at(np.broadcast_to(r, cols.shape).ravel(), cols.ravel()).reshape(cols.shape),
-                         np.float32(0.0))
+        block = np.zeros(cols.shape, np.float32)
+        block[in_run] = dark.at(np.broadcast_to(r, cols.shape)[in_run], cols[in_run])
         inked = block > 0.2
         count = inked.sum(axis=1)
         first = np.argmax(inked, axis=1)
