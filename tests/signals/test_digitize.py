@@ -122,6 +122,25 @@ def test_mild_distortions_and_deskew():
     assert np.mean(values) > 10.0 and min(values) > 5.0
 
 
+def test_the_coarse_rotation_leaves_the_fine_search_a_small_residual():
+    """The digitiser searches the residual tilt over +/-3 deg only (``_RESIDUAL_RANGE``), trusting
+    ``normalize_page``'s coarse rotation: on tilted real pages the wide search must find the same
+    angle, well inside the narrow range."""
+    from ecgdx.page.analysis import PageAnalysis
+    from ecgdx.page.normalize import normalize_page, rotate_page
+    from ecgdx.signals.digitize import _RESIDUAL_RANGE
+
+    require(DEV_DIR)
+    for k, row in enumerate(sample_dev_rows(2)[:3]):
+        gray = cv2.imread(str(DEV_DIR / row["file"]), cv2.IMREAD_GRAYSCALE)
+        for tilt in (0.0, 7.0 if k % 2 else -12.5):
+            page, _ = normalize_page(rotate_page(gray, tilt) if tilt else gray)
+            flat = PageAnalysis(page).flat
+            wide = estimate_skew(page, max_angle=15.0, working_flat=flat)
+            assert abs(wide) < _RESIDUAL_RANGE / 3, (row["file"], tilt, wide)
+            assert estimate_skew(page, max_angle=_RESIDUAL_RANGE, working_flat=flat) == wide, (row["file"], tilt)
+
+
 def test_real_pages_tilted_by_10_degrees_are_read():
     """Beyond the range in which a page's own lines show perspective (~4.6 deg), the tilt must be
     undone before them (``normalize_page``'s order): otherwise the tilt is taken for perspective, the
