@@ -53,7 +53,8 @@ __all__ = ["DEFAULT_FS", "FORMATS", "RHYTHM_FALLBACK", "DigitizedECG", "digitize
 DEFAULT_FS = 500.0
 FORMATS = ("csv", "wfdb", "json")
 RECORD_SECONDS = _layout.RECORD_SECONDS
-# Deskew precision (degrees): smaller angles are left alone (search range: primitives.SKEW_RANGE).
+# Deskew precision (degrees): smaller angles are left alone (search range: _RESIDUAL_RANGE after
+# normalize_page, primitives.SKEW_RANGE without it).
 _SKEW_MIN = 0.05
 # What tilt normalize_page's coarse rotation leaves (0.1 deg steps) is a fraction of a degree: on 650
 # development and full-resolution pages tilted by 0 to 14.5 deg the fine search over +/-15 deg never
