@@ -1,18 +1,20 @@
-"""Do the rhythm findings help beside the ST-elevation finding? Out of fold, like for like.
+"""Do more findings help beside the ST-elevation finding? Out of fold, like for like.
 
-    python benchmarks/rhythm_evidence.py docs/cv/RUN [--jobs 2] [--n-boot 1000]
+    python benchmarks/rhythm_evidence.py docs/cv/RUN [--findings tachycardia,irregular_rhythm] [--jobs 2]
 
-The pre-registered comparison H2 of ``docs/evaluation.md``: the shipped decision (image model at a
-balanced prior, the ST-elevation finding weighed by Bayes' rule, ``benchmarks/measurement_evidence.py``)
-against the same decision that also weighs tachycardia (> 100 bpm) and an irregular rhythm (RR SDNN
-> 10 % of the mean RR), the criteria of ``ecgdx.signals.findings``. Each finding multiplies the
+The pre-registered comparisons H2 and H5 of ``docs/evaluation.md``: the shipped decision (image model
+at a balanced prior, the ST-elevation finding weighed by Bayes' rule,
+``benchmarks/measurement_evidence.py``) against the same decision that also weighs other criteria of
+``ecgdx.signals.findings``: tachycardia (> 100 bpm) and an irregular rhythm (RR SDNN > 10 % of the
+mean RR) by default (H2), or pathological Q waves (``--findings pathological_q``, H5). Each finding multiplies the
 probabilities by P(finding | class), met or not met, counted on the other folds with Laplace
 smoothing (``ecgdx.decision.fit_st_elevation_rates``, which counts any 1/0/NaN finding), as if the
 findings were independent given the class; a finding that could not be assessed weighs nothing.
 Nothing is fitted on the held-out fold, and there is no free weight.
 
-The rhythm findings of every page are cached in ``RUN/rhythm_findings.npz`` (names, tachycardia,
-irregular: 1/0, NaN where not assessed or not digitised).
+Each page's findings are cached in the run folder: ``rhythm_findings.npz`` for the two rhythm
+findings, ``findings_KEY.npz`` for any other (names and one 1/0 per page, NaN where not assessed or
+not digitised).
 """
 
 from __future__ import annotations
@@ -27,43 +29,51 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-FINDINGS = ("tachycardia", "irregular_rhythm")
-NOT_ASSESSED_PREFIX = {"tachycardia": "Heart rate", "irregular_rhythm": "Rhythm regularity"}
+RHYTHM = ("tachycardia", "irregular_rhythm")
+# The start of the finding's "not assessed" line in ecgdx.signals.findings.
+NOT_ASSESSED_PREFIX = {"tachycardia": "Heart rate", "irregular_rhythm": "Rhythm regularity",
+                       "pathological_q": "Pathological Q waves"}
 
 
-def _rhythm_of(path: str) -> tuple[float, float]:
+def _findings_of(task: tuple[str, tuple[str, ...]]) -> tuple[float, ...]:
     import cv2
 
     from ecgdx.errors import EcgdxError
     from ecgdx.signals.findings import page_findings
 
+    path, keys = task
     cv2.setNumThreads(1)
     try:
         found = page_findings(path)
     except EcgdxError:
-        return float("nan"), float("nan")
-    keys = {f.key for f in found.findings}
+        return tuple(float("nan") for _ in keys)
+    met = {f.key for f in found.findings}
     out = []
-    for key in FINDINGS:
+    for key in keys:
         unassessed = any(text.startswith(NOT_ASSESSED_PREFIX[key]) for text in found.not_assessed)
-        out.append(float("nan") if unassessed else float(key in keys))
-    return out[0], out[1]
+        out.append(float("nan") if unassessed else float(key in met))
+    return tuple(out)
 
 
-def load_rhythm(run: Path, names: np.ndarray, data_root: Path, jobs: int) -> np.ndarray:
-    """(N, 2) tachycardia, irregular rhythm per page: 1.0 / 0.0 / NaN; cached in RUN/rhythm_findings.npz."""
-    cache = run / "rhythm_findings.npz"
+def _cache_path(run: Path, keys: tuple[str, ...]) -> Path:
+    return run / ("rhythm_findings.npz" if keys == RHYTHM else f"findings_{'_'.join(keys)}.npz")
+
+
+def load_findings(run: Path, names: np.ndarray, data_root: Path, jobs: int,
+                  keys: tuple[str, ...] = RHYTHM) -> np.ndarray:
+    """(N, len(keys)) each finding per page: 1.0 met / 0.0 not met / NaN not assessed; cached in RUN."""
+    cache = _cache_path(run, keys)
     if cache.exists():
         saved = np.load(cache)
         if saved["names"].tolist() == names.tolist():
-            return np.stack([saved[key] for key in FINDINGS], axis=1)
+            return np.stack([saved[key] for key in keys], axis=1)
     from tqdm import tqdm
 
-    paths = [str(data_root / name) for name in names]
+    tasks = [(str(data_root / name), keys) for name in names]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        values = np.asarray(list(tqdm(pool.map(_rhythm_of, paths, chunksize=8), total=len(paths),
+        values = np.asarray(list(tqdm(pool.map(_findings_of, tasks, chunksize=8), total=len(tasks),
                                       desc="digitising pages", unit="page")), np.float64)
-    np.savez_compressed(cache, names=names, **{key: values[:, i] for i, key in enumerate(FINDINGS)})
+    np.savez_compressed(cache, names=names, **{key: values[:, i] for i, key in enumerate(keys)})
     return values
 
 
@@ -76,7 +86,7 @@ def log_likelihood(values: np.ndarray, rates: np.ndarray) -> np.ndarray:
     return out
 
 
-def cross_fitted(logits, labels, folds, st, rhythm, prior, *, with_rhythm: bool) -> np.ndarray:
+def cross_fitted(logits, labels, folds, st, extra, prior, *, with_extra: bool) -> np.ndarray:
     """(N,) decisions, everything fitted on the other folds."""
     from ecgdx.cv import fit_decision_rules
     from ecgdx.decision import fit_st_elevation_rates, log_softmax_rows
@@ -88,10 +98,10 @@ def cross_fitted(logits, labels, folds, st, rhythm, prior, *, with_rhythm: bool)
         rule = rule.with_st_elevation_rates(fit_st_elevation_rates(st[~held], labels[~held]))
         flags = [None if np.isnan(v) else bool(v) for v in st[held]]
         scores = np.log(rule.balanced_probabilities(logits[held], flags))
-        if with_rhythm:
-            for j in range(rhythm.shape[1]):
-                rates = np.asarray(fit_st_elevation_rates(rhythm[~held, j], labels[~held]))
-                scores = scores + log_likelihood(rhythm[held, j], rates)
+        if with_extra:
+            for j in range(extra.shape[1]):
+                rates = np.asarray(fit_st_elevation_rates(extra[~held, j], labels[~held]))
+                scores = scores + log_likelihood(extra[held, j], rates)
         decisions[held] = log_softmax_rows(scores).argmax(axis=1)
     return decisions
 
@@ -100,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished `ecgdx cv` run (or its docs/cv copy) with oof.npz")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mendeley-v1-dev")
+    parser.add_argument("--findings", default=",".join(RHYTHM),
+                        help=f"comma-separated findings weighed beside the ST finding, of {sorted(NOT_ASSESSED_PREFIX)}")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000)
     args = parser.parse_args(argv)
+    keys = tuple(k.strip() for k in args.findings.split(",") if k.strip())
+    unknown = sorted(set(keys) - set(NOT_ASSESSED_PREFIX))
+    if not keys or unknown:
+        parser.error(f"unknown finding(s) {unknown}; choose from {sorted(NOT_ASSESSED_PREFIX)}")
 
     from ensemble import load_oof, paired_gain
     from measurement_evidence import load_st_elevation
@@ -116,24 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     logits, labels, templates, folds, names = (oof[k] for k in ("logits", "labels", "templates", "folds", "names"))
     prior = _sampler_prior(load_config(args.run / "config.yaml", []), labels)
     st = load_st_elevation(args.run, names, args.data, args.jobs)
-    rhythm = load_rhythm(args.run, names, args.data, args.jobs)
-    for j, key in enumerate(FINDINGS):
-        rates = fit_st_elevation_rates(rhythm[:, j], labels)
-        print(f"{key}: assessed on {100 * np.mean(~np.isnan(rhythm[:, j])):.1f} % of pages; P(met | class) "
+    extra = load_findings(args.run, names, args.data, args.jobs, keys)
+    for j, key in enumerate(keys):
+        rates = fit_st_elevation_rates(extra[:, j], labels)
+        print(f"{key}: assessed on {100 * np.mean(~np.isnan(extra[:, j])):.1f} % of pages; P(met | class) "
               + ", ".join(f"{c} {r:.3f}" for c, r in zip(CLASS_KEYS, rates, strict=True)))
-    without = cross_fitted(logits, labels, folds, st, rhythm, prior, with_rhythm=False)
-    with_rhythm = cross_fitted(logits, labels, folds, st, rhythm, prior, with_rhythm=True)
+    without = cross_fitted(logits, labels, folds, st, extra, prior, with_extra=False)
+    with_extra = cross_fitted(logits, labels, folds, st, extra, prior, with_extra=True)
     print(f"{args.run}: {len(labels)} pages, out of fold")
-    for name, pred in (("image + ST finding", without), ("image + ST + rhythm findings", with_rhythm)):
+    for name, pred in (("image + ST finding", without), (f"image + ST + {', '.join(keys)}", with_extra)):
         f1, recalls = macro_f1_and_recalls(labels, pred)
         by_template = ", ".join(f"{t} {macro_f1_and_recalls(labels[templates == t], pred[templates == t])[0]:.3f}"
                                 for t in ("3x4_grid", "6x2_nogrid"))
         print(f"  {name}: macro-F1 {f1:.3f}; sensitivity " + ", ".join(
             f"{c} {r:.3f}" for c, r in zip(CLASS_KEYS, recalls, strict=True)) + f"; {by_template}")
-    gain = paired_gain(labels, with_rhythm, without, n_boot=args.n_boot)
+    gain = paired_gain(labels, with_extra, without, n_boot=args.n_boot)
     print(f"  paired gain: {gain['gain']:+.3f} (95% CI {gain['low']:+.3f} to {gain['high']:+.3f}; above zero in "
           f"{100 * gain['share_of_resamples_above_zero']:.1f} % of resamples); decisions changed: "
-          f"{int((with_rhythm != without).sum())}")
+          f"{int((with_extra != without).sum())}")
     return 0
 
 
