@@ -13,8 +13,8 @@ findings were independent given the class; a finding that could not be assessed 
 Nothing is fitted on the held-out fold, and there is no free weight.
 
 Each page's findings are cached in the run folder: ``rhythm_findings.npz`` for the two rhythm
-findings, ``findings_KEY.npz`` for any other (names and one 1/0 per page, NaN where not assessed or
-not digitised).
+findings, ``findings_KEY_HASH.npz`` for any other, HASH from the source of ``ecgdx.signals.findings`` and
+``ecgdx.signals.measure`` (names and one 1/0 per page, NaN where not assessed or not digitised).
 """
 
 from __future__ import annotations
@@ -56,7 +56,16 @@ def _findings_of(task: tuple[str, tuple[str, ...]]) -> tuple[float, ...]:
 
 
 def _cache_path(run: Path, keys: tuple[str, ...]) -> Path:
-    return run / ("rhythm_findings.npz" if keys == RHYTHM else f"findings_{'_'.join(keys)}.npz")
+    if keys == RHYTHM:
+        return run / "rhythm_findings.npz"
+    # Named after the criteria's code too, so that a changed criterion is measured anew.
+    import hashlib
+
+    import ecgdx.signals.findings as findings_module
+    import ecgdx.signals.measure as measure_module
+
+    code = b"".join(Path(m.__file__).read_bytes() for m in (findings_module, measure_module))
+    return run / f"findings_{'_'.join(keys)}_{hashlib.sha256(code).hexdigest()[:8]}.npz"
 
 
 def load_findings(run: Path, names: np.ndarray, data_root: Path, jobs: int,

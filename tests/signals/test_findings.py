@@ -127,16 +127,27 @@ def q(depth: float, duration: float, r: float = 1.0) -> dict:
     return QWave(depth, duration, r, 5).to_dict()
 
 
-def test_pathological_q_waves_in_contiguous_leads():
+def test_pathological_q_waves_follow_the_universal_definition():
     none = {lead: q(0.0, 0.0) for lead in LEADS}
-    found = assess(measured(), {**none, "II": q(0.3, 50), "III": q(0.2, 45), "aVF": q(0.4, 20)})  # aVF: 40 % of R
+    found = assess(measured(), {**none, "II": q(0.3, 35), "III": q(0.2, 45), "aVF": q(0.4, 30)})
     assert keys(found) == ["pathological_q"]
     assert found.findings[0].leads == ("II", "III", "aVF") and found.findings[0].territory == "inferior"
     assert found.contradictions("normal") and not found.contradictions("history_of_mi")
-    assert not assess(measured(), {**none, "III": q(0.3, 50)}).findings  # one lead
-    assert not assess(measured(), {**none, "aVR": q(0.6, 80), "aVL": q(0.0, 0)}).findings  # aVR
+    # Two leads of one group are needed, III and aVR never count on their own, nor do V1's.
+    assert not assess(measured(), {**none, "II": q(0.3, 50)}).findings
+    assert not assess(measured(), {**none, "III": q(0.5, 60), "aVF": q(0.3, 40)}).findings
+    assert not assess(measured(), {**none, "aVR": q(0.6, 80), "aVL": q(0.3, 40)}).findings
+    assert not assess(measured(), {**none, "V1": q(0.4, 0, r=0.0), "V2": q(0.3, 25)}).findings
+    assert not assess(measured(), {**none, "II": q(0.3, 40), "aVL": q(0.3, 40)}).findings  # two groups
+    # V2-V3: > 20 ms (or QS); elsewhere >= 30 ms and >= 0.1 mV deep.
+    assert keys(assess(measured(), {**none, "V2": q(0.2, 22), "V3": q(0.3, 25)})) == ["pathological_q"]
+    assert not assess(measured(), {**none, "V4": q(0.2, 25), "V5": q(0.2, 28)}).findings  # septal q: narrow
     assert not assess(measured(), {**none, "V2": q(0.05, 50), "V3": q(0.05, 50)}).findings  # too shallow
-    assert not assess(measured(), {**none, "V5": q(0.1, 20), "V6": q(0.1, 20)}).findings  # septal q: small, narrow
+    qs = assess(measured(), {**none, "V2": q(0.8, 90, r=0.0), "V3": q(0.7, 85, r=0.02), "V4": q(0.3, 10, r=0.8)})
+    assert qs.findings[0].leads == ("V2", "V3") and qs.findings[0].territory == "anterior"
+    lateral = assess(measured(), {**none, "I": q(0.2, 40), "aVL": q(0.3, 45), "V6": q(0.2, 35), "V5": q(0.2, 31)})
+    assert lateral.findings[0].leads == ("I", "aVL", "V5", "V6") and lateral.findings[0].territory == "lateral"
+    assert "Universal Definition" in lateral.findings[0].criterion
 
 
 def test_findings_round_trip_through_a_dict():
@@ -175,29 +186,39 @@ def _step(x: np.ndarray) -> np.ndarray:
 
 
 def test_measure_q_waves_on_constructed_beats():
-    signals = record(q_mv={"III": 0.5})
+    signals = record(q_mv={"III": 0.5, "aVF": 0.3})
+    t = np.arange(5000) / FS
+    # An all-negative complex: QS.
+    signals[LEADS.index("V2")] = -sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in np.arange(0.4, 10.0, 60 / 72))
     leads = {lead: signals[i] for i, lead in enumerate(LEADS)}
     leads["V1"] = np.full(5000, np.nan)  # not printed
-    peaks = [int(round(b * FS)) for b in np.arange(0.4, 10.0, 60 / 72)]
-    waves = measure_q_waves(leads, FS, peaks)
+    peaks = np.arange(0.4, 10.0, 60 / 72) * FS
+    # QRS from 70 ms before the R (the drawn Q starts ~60 ms before it) to 60 ms after.
+    bounds = [(int(round(p - 0.07 * FS)), int(round(p + 0.06 * FS))) for p in peaks]
+    waves = measure_q_waves(leads, FS, bounds[:-1])
     assert waves["V1"] is None
     assert waves["III"].depth_mv == pytest.approx(0.5, abs=0.03)
-    # The true Q: where the drawn beat runs below -0.02 mV in the 80 ms before its R (the R's rise
-    # shortens the Q's own Gaussian), on a beat far from the others.
-    beat = signals[LEADS.index("III"), peaks[5] - 40 : peaks[5] + 1]
-    assert waves["III"].duration_ms == pytest.approx((beat < -0.02).sum() / FS * 1000, abs=4)
-    assert waves["III"].duration_ms >= 40 and waves["III"].pathological()
-    assert waves["II"].depth_mv < 0.02 and not waves["II"].pathological()
+    # The true Q: where the drawn beat runs below -0.02 mV from its PR level before its R (the R's
+    # rise shortens the Q's own Gaussian), on a beat far from the others.
+    p = int(round(peaks[5]))
+    beat = signals[LEADS.index("III")]
+    base = np.median(beat[p - 55 : p - 39])  # 40-10 ms before the onset, as measured
+    assert waves["III"].duration_ms == pytest.approx((beat[p - 40 : p + 1] - base < -0.02).sum() / FS * 1000, abs=4)
+    assert waves["III"].duration_ms >= 30 and waves["III"].meets_size("III") and not waves["III"].pathological("III")
+    assert waves["aVF"].pathological("aVF") and not waves["aVF"].qs
+    assert waves["II"].depth_mv < 0.02 and not waves["II"].pathological("II")
     assert waves["II"].r_mv == pytest.approx(1.0, abs=0.05) and waves["II"].beats >= 10
+    assert waves["V2"].qs and waves["V2"].pathological("V2") and waves["V2"].depth_mv == pytest.approx(1.0, abs=0.05)
+    # A beat whose PR segment or QRS is not printed is not measured.
+    assert measure_q_waves({"II": np.where(np.arange(5000) < 2600, np.nan, leads["II"])}, FS, bounds[:3])["II"] is None
     with pytest.raises(ValueError, match="fs"):
-        measure_q_waves(leads, 0, peaks)
+        measure_q_waves(leads, 0, bounds)
 
 
 def test_rendered_inferior_stemi_page_end_to_end():
     """Draw an inferior STEMI with Q waves as a paper ECG, read it back, measure, assess."""
     pytest.importorskip("neurokit2")
     from ecgdx.signals.digitize import digitize
-    from ecgdx.signals.findings import r_peaks
     from ecgdx.signals.measure import measure
     from ecgdx.signals.render import printer_filter, render_page
 
@@ -205,7 +226,8 @@ def test_rendered_inferior_stemi_page_end_to_end():
                                     q_mv={"II": 0.4, "III": 0.5, "aVF": 0.45}), FS)
     result = digitize(render_page(signals, FS, layout="3x4", seed=3).image)
     leads = result.leads_dict()
-    found = assess(measure(result, result.fs), measure_q_waves(leads, result.fs, r_peaks(leads, result.fs)))
+    values = measure(result, result.fs)
+    found = assess(values, measure_q_waves(leads, result.fs, values.qrs_bounds))
     stemi = [f for f in found.findings if f.key == "st_elevation"]
     assert [f.territory for f in stemi] == ["inferior"]
     assert {"II", "III", "aVF", "aVL"} <= set(stemi[0].leads)
@@ -220,7 +242,6 @@ def test_real_pages_mi_meets_stemi_criteria_normal_does_not():
     require(DEV_DIR)
     pytest.importorskip("neurokit2")
     from ecgdx.signals.digitize import digitize
-    from ecgdx.signals.findings import r_peaks
     from ecgdx.signals.measure import measure
 
     met = {"mi": [], "normal": []}
@@ -228,8 +249,8 @@ def test_real_pages_mi_meets_stemi_criteria_normal_does_not():
         if row["label"] not in met:
             continue
         result = digitize(DEV_DIR / row["file"])
-        leads = result.leads_dict()
-        found = assess(measure(result, result.fs), measure_q_waves(leads, result.fs, r_peaks(leads, result.fs)))
+        values = measure(result, result.fs)
+        found = assess(values, measure_q_waves(result.leads_dict(), result.fs, values.qrs_bounds))
         met[row["label"]].append(found.stemi)
     assert len(met["mi"]) == 6 and len(met["normal"]) == 3
     assert sum(met["mi"]) >= 4 and sum(met["normal"]) <= 1

@@ -757,7 +757,7 @@ def _digitize(data: bytes):
 
         result = digitize(data)
         values = measure(result, result.fs)
-        q_waves = _q_waves(result, values.r_peaks)
+        q_waves = _q_waves(result, values.qrs_bounds)
     except EcgdxError as exc:
         row.status, row.error = "failed", _sentence(str(exc))
     except ImportError as exc:  # the [signal] extra is missing on this server
@@ -779,12 +779,13 @@ def _digitize(data: bytes):
     return row
 
 
-def _q_waves(result, peaks: list[int]) -> dict:
-    """Lead -> Q-wave measurement dict (or None) of a digitised page, at the beats ``measure`` found."""
+def _q_waves(result, qrs_bounds: list[tuple[int, int]]) -> dict:
+    """Lead -> Q-wave measurement dict (or None) of a digitised page, in the QRS complexes ``measure`` delineated."""
     from ecgdx.signals.findings import measure_q_waves
 
     leads = result.leads_dict()
-    return {lead: None if q is None else q.to_dict() for lead, q in measure_q_waves(leads, result.fs, peaks).items()}
+    return {lead: None if q is None else q.to_dict()
+            for lead, q in measure_q_waves(leads, result.fs, qrs_bounds).items()}
 
 
 # ----------------------------------------------------------------------------------------- findings

@@ -253,7 +253,7 @@ def run_digitize(args: argparse.Namespace) -> int:
 
         values = measure(result, result.fs)
         leads = result.leads_dict()
-        q_waves = measure_q_waves(leads, result.fs, values.r_peaks)  # the beats measure found
+        q_waves = measure_q_waves(leads, result.fs, values.qrs_bounds)  # the beats measure delineated
         measurements = values.to_dict()
         measurements["rhythm_source"] = result.source_name(values.rhythm_source)
         measurements["q_waves"] = {lead: None if q is None else q.to_dict() for lead, q in q_waves.items()}

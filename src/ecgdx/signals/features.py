@@ -54,7 +54,7 @@ def page_features(ecg: Any) -> dict[str, float]:
     st = values.st_mv or {}
     leads = ecg.leads_dict()
     try:
-        q_waves = measure_q_waves(leads, ecg.fs, values.r_peaks)
+        q_waves = measure_q_waves(leads, ecg.fs, values.qrs_bounds)
     except Exception:  # a page whose beats cannot be found still has its other features
         q_waves = {}
     for i, lead in enumerate(LEADS):

@@ -18,10 +18,13 @@ Criteria and their sources:
   and lateral -> the inferior leads.
 - ST depression >= 0.05 mV in two contiguous leads (same definition, ischaemia), when there is no
   ST elevation it would be reciprocal to.
-- Pathological Q waves (same definition, and the common reading rule): a Q wave >= 40 ms wide or
-  >= 25 % of the R wave's height, in two contiguous leads; a Q shallower than 0.1 mV is not
-  counted (our digitised traces carry ~0.02-0.05 mV of noise), aVR is not counted (its complexes
-  are negative in normal hearts).
+- Pathological Q waves, the same definition's ECG signs of a prior infarction: a Q wave > 20 ms or
+  a QS complex in V2-V3; a Q wave >= 30 ms and >= 0.1 mV deep or a QS complex in I, II, aVL, aVF or
+  V4-V6; in two leads of one contiguous grouping (I and aVL; V1-V6; II, III and aVF). III, aVR and
+  V1 never count on their own (their Q waves and QS complexes are common in normal hearts), and a
+  Q shallower than 0.1 mV is not counted in V2-V3 either (our digitised traces carry ~0.02-0.05 mV
+  of noise). The Q wave is the QRS's initial negative deflection, measured in each lead from the
+  global QRS onset of ``ecgdx.signals.measure`` against the PR-segment level.
 - Rate: the conventional adult resting limits, tachycardia > 100 bpm, bradycardia < 60 bpm.
 - Irregular rhythm: RR intervals whose SDNN exceeds 10 % of the mean RR (our threshold: sinus
   arrhythmia of the young can exceed it; atrial fibrillation and ectopic beats do).
@@ -59,8 +62,15 @@ ST_ELEVATION_MV = 0.1
 ST_ELEVATION_V2_V3_MV = 0.2
 ST_DEPRESSION_MV = 0.05
 Q_MIN_DEPTH_MV = 0.1
-Q_WIDE_MS = 40.0
-Q_R_RATIO = 0.25
+Q_WIDE_MS = 30.0
+Q_WIDE_V2_V3_MS = 20.0
+# The leads whose Q waves count, and the contiguous groupings two of them must share.
+Q_LEADS = ("I", "II", "aVL", "aVF", "V2", "V3", "V4", "V5", "V6")
+Q_GROUPINGS: dict[str, tuple[str, ...]] = {
+    "I-aVL": ("I", "aVL"),
+    "V1-V6": ("V1", "V2", "V3", "V4", "V5", "V6"),
+    "II-III-aVF": ("II", "III", "aVF"),
+}
 TACHYCARDIA_BPM = 100.0
 BRADYCARDIA_BPM = 60.0
 IRREGULAR_RR_CV = 0.10
@@ -190,10 +200,25 @@ class QWave:
     r_mv: float
     beats: int
 
-    def pathological(self) -> bool:
+    @property
+    def qs(self) -> bool:
+        """No R wave: the whole complex is negative."""
+        return self.r_mv < _MIN_R_MV and self.depth_mv >= Q_MIN_DEPTH_MV
+
+    def pathological(self, lead: str) -> bool:
+        """Whether this Q wave counts towards the prior-infarction criterion in ``lead``."""
+        return lead in Q_LEADS and self.meets_size(lead)
+
+    def meets_size(self, lead: str) -> bool:
+        """Whether it is as deep and wide as a counting lead's must be (III and V1 are listed with
+        their group when it is met, but cannot meet it)."""
         if self.depth_mv < Q_MIN_DEPTH_MV:
             return False
-        return self.duration_ms >= Q_WIDE_MS or self.depth_mv >= Q_R_RATIO * self.r_mv
+        if self.qs:
+            return True
+        if lead in ("V2", "V3"):
+            return self.duration_ms > Q_WIDE_V2_V3_MS
+        return self.duration_ms >= Q_WIDE_MS
 
     def to_dict(self) -> dict[str, float]:
         return {"depth_mv": round(self.depth_mv, 3), "duration_ms": round(self.duration_ms, 1),
@@ -299,18 +324,25 @@ def _q_waves(out: Findings, q_waves: Mapping[str, Any] | None) -> None:
     if len(waves) < 2:
         out.not_assessed.append("Pathological Q waves: fewer than 2 leads had a complete QRS complex to measure")
         return
-    hit = _ordered(_contiguous(lead for lead, q in waves.items() if lead != "aVR" and q.pathological()))
+    counted = {lead for lead, q in waves.items() if q.pathological(lead)}
+    met = [group for group in Q_GROUPINGS.values() if len(counted & set(group)) >= 2]
+    hit = _ordered(lead for group in met for lead in group
+                   if lead in counted or (lead in waves and waves[lead].meets_size(lead)))
     if not hit:
-        out.checked.append(f"No pathological Q waves (>= {Q_WIDE_MS:.0f} ms or >= {100 * Q_R_RATIO:.0f} % of R) "
-                           "in two contiguous leads.")
+        out.checked.append(f"No pathological Q waves (> {Q_WIDE_V2_V3_MS:.0f} ms in V2-V3, >= {Q_WIDE_MS:.0f} ms "
+                           f"and >= {Q_MIN_DEPTH_MV:g} mV elsewhere, or QS complexes) in two leads of a "
+                           "contiguous group.")
         return
-    territories = [t for t, leads in TERRITORIES.items() if len(set(leads) & set(hit)) >= 2]
-    where = " and ".join(territories) if territories else "contiguous"
+    # Named by the territories the leads lie in (V1-V6 is one group, anterior and lateral).
+    territories = [t for t, leads in TERRITORIES.items() if set(leads) & set(hit)]
+    where = " and ".join(territories)
     out.findings.append(Finding(
         key="pathological_q", title=f"Pathological Q waves in the {where} leads ({', '.join(hit)})",
         leads=hit, values={f"{lead} Q": waves[lead].duration_ms for lead in hit}, unit="ms",
-        criterion=(f"Q wave >= {Q_WIDE_MS:.0f} ms wide or >= {100 * Q_R_RATIO:.0f} % of the R wave (and >= "
-                   f"{Q_MIN_DEPTH_MV:g} mV deep) in two contiguous leads; a sign of a past myocardial infarction"),
+        criterion=(f"Q wave > {Q_WIDE_V2_V3_MS:.0f} ms or QS complex in V2-V3; Q wave >= {Q_WIDE_MS:.0f} ms and "
+                   f">= {Q_MIN_DEPTH_MV:g} mV deep or QS complex in I, II, aVL, aVF or V4-V6; in two leads of "
+                   "a contiguous group (I, aVL; V1-V6; II, III, aVF). A sign of a prior myocardial infarction "
+                   "(Fourth Universal Definition of Myocardial Infarction)"),
         territory=territories[0] if len(territories) == 1 else None))
 
 
@@ -375,30 +407,32 @@ def _qtc(out: Findings, qtc: float | None, reason: str | None) -> None:
 # Q-wave measurement
 # --------------------------------------------------------------------------------------------------
 
-# Around each R peak of the rhythm signal (s): the baseline is the median of the signal 120-60 ms
-# before it (the PR segment), the lead's own R is the highest point within 60 ms of it, its Q the
-# lowest point from 80 ms before that R to the R.
-_BASELINE_S = (-0.12, -0.06)
-_R_SEARCH_S = 0.06
-_Q_SEARCH_S = 0.08
+# The PR-segment level is the median of the signal 40-10 ms before the QRS onset (as for the ST
+# level); the Q is searched from 10 ms before the onset (a lead may start a little before the
+# global onset is detected) to the QRS offset.
+_BASELINE_S = (-0.04, -0.01)
+_EARLY_S = 0.01
 # A complex whose highest point is lower than this above the baseline has no R (a QS complex).
 _MIN_R_MV = 0.05
-# The Q is where the signal runs below the baseline by more than this (mV): digitisation noise.
+# Deflections smaller than this (mV) are reading noise: the Q starts and ends where the signal
+# crosses this far below the baseline.
 _Q_NOISE_MV = 0.02
 
 
-def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float, peaks: Iterable[int]) -> dict[str, QWave | None]:
+def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float,
+                    qrs_bounds: Iterable[tuple[int, int]]) -> dict[str, QWave | None]:
     """The Q wave of every lead, medians over the beats its window holds (None: no complete beat).
 
     Args:
         leads: lead name -> (N,) mV on the record's time axis (NaN = not printed), e.g.
             ``DigitizedECG.leads_dict()``.
         fs: sampling rate (Hz).
-        peaks: R-peak sample indices on the same axis (``r_peaks``).
+        qrs_bounds: (onset, offset) sample indices of each beat's QRS on the same axis
+            (``Measurements.qrs_bounds``: the global boundaries of ``ecgdx.signals.measure``).
     """
     if fs <= 0:
         raise ValueError(f"fs must be positive, got {fs}")
-    peaks = [int(p) for p in peaks]
+    bounds = [(int(a), int(b)) for a, b in qrs_bounds]
     out: dict[str, QWave | None] = {}
     for lead in LEADS:
         x = leads.get(lead)
@@ -406,7 +440,7 @@ def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float, peaks: Iterable[
             out[lead] = None
             continue
         x = np.asarray(x, float)
-        beats = [beat for beat in (_one_q(x, fs, p) for p in peaks) if beat is not None]
+        beats = [beat for beat in (_one_q(x, fs, onset, offset) for onset, offset in bounds) if beat is not None]
         if not beats:
             out[lead] = None
             continue
@@ -415,42 +449,27 @@ def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float, peaks: Iterable[
     return out
 
 
-def _one_q(x: np.ndarray, fs: float, peak: int) -> tuple[float, float, float] | None:
-    """(Q depth mV, Q duration ms, R height mV) of the beat at ``peak``, or None when the lead's
-    window does not hold the whole beat."""
-    b0, b1 = peak + int(round(_BASELINE_S[0] * fs)), peak + int(round(_BASELINE_S[1] * fs))
-    r0, r1 = peak - int(round(_R_SEARCH_S * fs)), peak + int(round(_R_SEARCH_S * fs)) + 1
-    q0 = r0 - int(round((_Q_SEARCH_S - _R_SEARCH_S) * fs))
-    lo, hi = min(b0, q0), r1
-    if lo < 0 or hi > len(x) or not np.isfinite(x[lo:hi]).all():
+def _one_q(x: np.ndarray, fs: float, onset: int, offset: int) -> tuple[float, float, float] | None:
+    """(Q depth mV, Q duration ms, R height mV) of the beat whose QRS spans onset..offset, or None
+    when the lead's window does not hold the PR segment and the whole QRS."""
+    b0, b1 = onset + int(round(_BASELINE_S[0] * fs)), onset + int(round(_BASELINE_S[1] * fs))
+    q0 = onset - int(round(_EARLY_S * fs))
+    if b0 < 0 or offset + 1 > len(x) or offset <= q0 or not np.isfinite(x[b0 : offset + 1]).all():
         return None
-    base = float(np.median(x[b0:b1]))
-    around = x[r0:r1] - base
-    r_at = r0 + int(np.argmax(around))
-    r_height = float(around.max())
+    base = float(np.median(x[b0 : b1 + 1]))
+    complex_ = x[q0 : offset + 1] - base
+    r_height = max(0.0, float(complex_.max()))
     if r_height < _MIN_R_MV:
-        # QS complex: the whole complex is the Q wave.
-        complex_ = x[q0:r1] - base
-        return -float(complex_.min()), float((complex_ < -_Q_NOISE_MV).sum()) / fs * 1000.0, max(r_height, 0.0)
-    start_at = max(0, r_at - int(round(_Q_SEARCH_S * fs)))
-    segment = x[start_at : r_at + 1] - base
-    q_at = int(np.argmin(segment))
-    depth = -float(segment[q_at])
-    if depth <= _Q_NOISE_MV:
+        return -float(complex_.min()), float((complex_ < -_Q_NOISE_MV).sum()) / fs * 1000.0, r_height
+    # The Q is the initial deflection when it is negative: from where the signal first leaves the
+    # baseline (downwards) to where it comes back up across it.
+    away = np.flatnonzero(np.abs(complex_) > _Q_NOISE_MV)
+    if not len(away) or complex_[away[0]] > 0:
         return 0.0, 0.0, r_height
-    # The Q lasts from where the signal goes below the baseline to where it comes back up (on the
-    # way to the R), around its lowest point. A run that reaches back to the start of the search
-    # window has no clear start (a sagging baseline, not a Q): the beat is not measured.
-    below = segment < -_Q_NOISE_MV
-    start = q_at
-    while start > 0 and below[start - 1]:
-        start -= 1
-    if start == 0:
-        return None
-    end = q_at
-    while end + 1 < len(segment) and below[end + 1]:
-        end += 1
-    return depth, (end - start + 1) / fs * 1000.0, r_height
+    start = int(away[0])
+    back = np.flatnonzero(complex_[start:] >= -_Q_NOISE_MV)
+    end = start + (int(back[0]) if len(back) else len(complex_) - start)
+    return -float(complex_[start:end].min()), (end - start) / fs * 1000.0, r_height
 
 
 def r_peaks(leads: Mapping[str, np.ndarray], fs: float) -> list[int]:
@@ -489,7 +508,7 @@ def measure_page(source: Any, *, normalize: bool = True) -> tuple[Any, Findings]
 
     result = digitize(source, normalize=normalize)
     values = measure(result, result.fs)
-    return values, assess(values, measure_q_waves(result.leads_dict(), result.fs, values.r_peaks))
+    return values, assess(values, measure_q_waves(result.leads_dict(), result.fs, values.qrs_bounds))
 
 
 def page_findings(source: Any, *, normalize: bool = True) -> Findings:

@@ -114,6 +114,9 @@ class Measurements:
     st_mv: lead -> ST level (mV) or None. beats: R peaks found in the rhythm signal.
     r_peaks: their sample indices on the record's time axis (refined, missed beats searched back):
     the beats every other measurement (Q waves in ``ecgdx.signals.findings``) should use.
+    qrs_bounds: (onset, offset) sample indices of every dominant beat's QRS on the record's time
+    axis, from the global boundaries; empty when the QRS boundaries were not found (the beats Q waves
+    are measured in, ``ecgdx.signals.findings.measure_q_waves``).
     rhythm_source: which signal gave rate, RR and intervals ('rhythm' = the strip, or a lead name).
     reasons: field name (or 'st:<lead>') -> why it is None.
     flags: scalar field name -> FLAG_OK, FLAG_UNCERTAIN, FLAG_IMPLAUSIBLE or FLAG_UNMEASURED.
@@ -133,6 +136,7 @@ class Measurements:
     st_mv: dict[str, float | None] = field(default_factory=dict)
     beats: int = 0
     r_peaks: list[int] = field(default_factory=list)
+    qrs_bounds: list[tuple[int, int]] = field(default_factory=list)
     rhythm_source: str | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)
@@ -209,6 +213,8 @@ def measure(signals: Any, fs: float, *, rhythm: np.ndarray | None = None) -> Mea
     delineation = _delineate(leads, source, peaks + offset, fs, result)
     _intervals(result, delineation, peaks, fs)
     beats = _beats(delineation, fs)
+    if delineation is not None and delineation.qrs_on is not None and delineation.qrs_off is not None:
+        result.qrs_bounds = [(b.onset, b.offset) for b in beats]
     _axis(result, leads, beats, fs)
     _st(result, leads, beats, fs)
     return _finish(result)
