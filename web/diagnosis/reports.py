@@ -201,7 +201,7 @@ def _measurements(pdf: FPDF, width: float, digitization) -> None:
 
 
 def _st_table(pdf: FPDF, width: float, digitization) -> None:
-    _heading(pdf, "ST level (J + 60 ms, mV) and digitisation confidence per lead")
+    _heading(pdf, "ST level (J + 20 ms, mV) and digitisation confidence per lead")
     confidence = {row["lead"]: row["value"] for row in digitization.confidence_rows()}
     rows = digitization.st_rows()
     widths = (16, 22, 24) * 2

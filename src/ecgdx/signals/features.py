@@ -5,7 +5,7 @@
 
 - rhythm and intervals (``ecgdx.signals.measure``): heart rate (bpm), RR irregularity (SDNN / mean RR), PR,
   QRS, QT, QTc (ms), frontal axis (degrees);
-- per lead: ST level at J+60 ms (mV), Q depth (mV) and width (ms), R height (mV)
+- per lead: ST level at J+20 ms (mV), Q depth (mV) and width (ms), R height (mV)
   (``ecgdx.signals.findings.measure_q_waves``), and the trace's upper and lower excursions (95th percentile
   minus median, median minus 5th percentile, mV), which carry R/S amplitudes and T inversion.
 

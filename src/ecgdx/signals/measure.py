@@ -36,7 +36,7 @@ except a malformed argument (wrong shape, fs).
 Definitions: PR = P onset to QRS onset; QRS = QRS onset to QRS offset; QT = QRS onset to T end
 (global, across leads); QTc_Bazett = QT / sqrt(RR / 1 s); QTc_Fridericia = QT / (RR / 1 s)^(1/3)
 with RR the mean RR interval; axis = atan2(net QRS of aVF, net QRS of I) in degrees (-180..180],
-net = (max - baseline) + (min - baseline) over the QRS; ST = signal at J + 60 ms minus the PR-segment
+net = (max - baseline) + (min - baseline) over the QRS; ST = signal at J + 20 ms minus the PR-segment
 baseline, J = QRS offset. Units: ms, bpm, degrees, mV.
 
 Needs neurokit2 (``pip install 'ecgdx[signal]'``) for R peaks, imported on first use.
@@ -86,7 +86,7 @@ _RANGES = {
 }
 # The rhythm signal needs this much contiguous signal (s) for rate and delineation.
 _MIN_RHYTHM_S = 4.0
-_ST_OFFSET_S = 0.06
+_ST_OFFSET_S = 0.02
 # Median beats: samples within this distance (s) of a printed window's ends are not used.
 _EDGE_GUARD_S = 0.04
 # A beat counts in a lead only if this span around its R peak (s) is fully printed: the whole QRS.
@@ -831,7 +831,7 @@ def _beats(d: _Delineation | None, fs: float) -> list[_Beat]:
 
 
 def _lead_beats(x: np.ndarray, beats: list[_Beat], fs: float) -> list[_Beat]:
-    """The beats whose baseline window, QRS and J + 60 ms all lie on finite samples of x."""
+    """The beats whose baseline window, QRS and J + 20 ms all lie on finite samples of x."""
     n = len(x)
     after = int(round(_ST_OFFSET_S * fs))
     out = []
@@ -864,7 +864,7 @@ def _axis(result: Measurements, leads: dict[str, np.ndarray], beats: list[_Beat]
 
 
 def _st(result: Measurements, leads: dict[str, np.ndarray], beats: list[_Beat], fs: float) -> None:
-    """ST level (mV) per lead: J + 60 ms minus the PR-segment baseline, median over the lead's beats."""
+    """ST level (mV) per lead: J + 20 ms minus the PR-segment baseline, median over the lead's beats."""
     after = int(round(_ST_OFFSET_S * fs))
     for lead in LEADS:
         x = leads.get(lead)
@@ -873,7 +873,7 @@ def _st(result: Measurements, leads: dict[str, np.ndarray], beats: list[_Beat], 
             continue
         own = _lead_beats(x, beats, fs)
         if not own:
-            result.reasons[f"st:{lead}"] = "no complete beat (PR segment to J + 60 ms) in this lead's window"
+            result.reasons[f"st:{lead}"] = "no complete beat (PR segment to J + 20 ms) in this lead's window"
             continue
         values = [float(x[b.offset + after]) - float(np.median(x[b.base0 : b.base1 + 1])) for b in own]
         result.st_mv[lead] = float(np.median(values))

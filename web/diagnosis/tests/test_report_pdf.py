@@ -61,7 +61,7 @@ def test_report_holds_everything_the_page_shows(client, stemi_png):
     assert "Rhythm strip: lead II (as printed)" in text
     # The ST table with every lead's value as stored.
     digitization = Digitization.objects.get(analysis=analysis)
-    assert "ST level (J + 60 ms, mV)" in text
+    assert "ST level (J + 20 ms, mV)" in text
     for row in digitization.st_rows():
         if row["value"] is not None:
             assert f"{row['lead']} {row['value']:+.2f}" in text, row["lead"]
