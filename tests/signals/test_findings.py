@@ -213,6 +213,8 @@ def test_measure_q_waves_on_constructed_beats():
     assert measure_q_waves({"II": np.where(np.arange(5000) < 2600, np.nan, leads["II"])}, FS, bounds[:3])["II"] is None
     with pytest.raises(ValueError, match="fs"):
         measure_q_waves(leads, 0, bounds)
+    with pytest.raises(ValueError, match="onset, offset"):  # R peaks, as the function took before
+        measure_q_waves(leads, FS, [int(p) for p in peaks])
 
 
 def test_rendered_inferior_stemi_page_end_to_end():

@@ -435,7 +435,10 @@ def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float,
     """
     if fs <= 0:
         raise ValueError(f"fs must be positive, got {fs}")
-    bounds = [(int(a), int(b)) for a, b in qrs_bounds]
+    bounds = [tuple(np.atleast_1d(pair)) for pair in qrs_bounds]
+    if any(len(pair) != 2 for pair in bounds):
+        raise ValueError("qrs_bounds must be (onset, offset) sample pairs (Measurements.qrs_bounds), not R peaks")
+    bounds = [(int(a), int(b)) for a, b in bounds]
     out: dict[str, QWave | None] = {}
     for lead in LEADS:
         x = leads.get(lead)
