@@ -69,11 +69,11 @@ Q_WIDE_MS = 30.0
 Q_WIDE_V2_V3_MS = 20.0
 # The leads whose Q waves count, and the contiguous groupings two of them must share.
 Q_LEADS = ("I", "II", "aVL", "aVF", "V2", "V3", "V4", "V5", "V6")
-Q_GROUPINGS: dict[str, tuple[str, ...]] = {
-    "I-aVL": ("I", "aVL"),
-    "V1-V6": ("V1", "V2", "V3", "V4", "V5", "V6"),
-    "II-III-aVF": ("II", "III", "aVF"),
-}
+Q_GROUPINGS: tuple[tuple[str, ...], ...] = (
+    ("I", "aVL"),
+    ("V1", "V2", "V3", "V4", "V5", "V6"),
+    ("II", "III", "aVF"),
+)
 TACHYCARDIA_BPM = 100.0
 BRADYCARDIA_BPM = 60.0
 IRREGULAR_RR_CV = 0.10
@@ -328,7 +328,7 @@ def _q_waves(out: Findings, q_waves: Mapping[str, Any] | None) -> None:
         out.not_assessed.append("Pathological Q waves: fewer than 2 leads had a complete QRS complex to measure")
         return
     counted = {lead for lead, q in waves.items() if q.pathological(lead)}
-    met = [group for group in Q_GROUPINGS.values() if len(counted & set(group)) >= 2]
+    met = [group for group in Q_GROUPINGS if len(counted & set(group)) >= 2]
     hit = _ordered(lead for group in met for lead in group
                    if lead in counted or (lead in waves and waves[lead].meets_size(lead)))
     if not hit:
@@ -435,10 +435,11 @@ def measure_q_waves(leads: Mapping[str, np.ndarray], fs: float,
     """
     if fs <= 0:
         raise ValueError(f"fs must be positive, got {fs}")
-    bounds = [tuple(np.atleast_1d(pair)) for pair in qrs_bounds]
-    if any(len(pair) != 2 for pair in bounds):
-        raise ValueError("qrs_bounds must be (onset, offset) sample pairs (Measurements.qrs_bounds), not R peaks")
-    bounds = [(int(a), int(b)) for a, b in bounds]
+    bounds = []
+    for pair in qrs_bounds:
+        if np.ndim(pair) != 1 or len(pair) != 2:
+            raise ValueError("qrs_bounds must be (onset, offset) sample pairs (Measurements.qrs_bounds), not R peaks")
+        bounds.append((int(pair[0]), int(pair[1])))
     out: dict[str, QWave | None] = {}
     for lead in LEADS:
         x = leads.get(lead)
