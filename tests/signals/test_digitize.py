@@ -451,3 +451,86 @@ def test_single_extreme_keeps_the_middle_lowest_column_of_each_run():
             expected[near[len(near) // 2]] = True
             k = j + 1
         assert np.array_equal(_single_extreme(flags, level, x), expected)
+
+
+def test_glyph_match_is_the_best_of_its_fifteen_placements():
+    """The batched label match equals its definition, placement by placement: the best normalised
+    cross-correlation over 2 px sideways and 1 px up or down of the blurred masks, times the square
+    root of the width ratio (float64 sums here, float32 in the first version: within 1e-6)."""
+    from ecgdx.signals.digitize import _glyph_match
+
+    def definition(a, b):
+        width = max(a.shape[1], b.shape[1]) + 6
+
+        def placed(mask, dx):
+            canvas = np.zeros((mask.shape[0], width), np.float32)
+            canvas[:, 3 + dx : 3 + dx + mask.shape[1]] = mask
+            return cv2.GaussianBlur(canvas, (0, 0), 0.8).astype(np.float64)
+
+        first = placed(a, 0) - placed(a, 0).mean()
+        best = -1.0
+        for dx in (-2, -1, 0, 1, 2):
+            for dy in (-1, 0, 1):
+                second = np.roll(placed(b, dx), dy, axis=0)
+                second = second - second.mean()
+                norm = np.sqrt((first * first).sum() * (second * second).sum())
+                if norm > 0:
+                    best = max(best, float((first * second).sum() / norm))
+        return best * np.sqrt(min(a.shape[1], b.shape[1]) / max(a.shape[1], b.shape[1]))
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        height = int(rng.integers(6, 20))
+        a = (rng.random((height, int(rng.integers(2, 30)))) < 0.3).astype(np.uint8)
+        b = (rng.random((height, int(rng.integers(2, 30)))) < 0.3).astype(np.uint8)
+        assert abs(_glyph_match(a, b) - definition(a, b)) < 1e-6
+        assert abs(_glyph_match(a, a) - 1.0) < 1e-6  # a label matches itself perfectly
+    blank = np.zeros((8, 5), np.uint8)
+    assert _glyph_match(blank, blank) == -1.0  # nothing to correlate
+
+
+def test_zero_padding_leaves_short_row_sums_unchanged():
+    """`_steep_strokes` reads strokes up to `_SHARED_BLOCK_WIDTH` columns wide in one zero-padded
+    block. That gives the same samples only because numpy adds rows shorter than 8 entries one by
+    one, so trailing zeros change no sum: checked here to the bit, for the float32 darkness sums
+    and the float64 moments, so that a numpy that sums otherwise fails this test, not the pages."""
+    from ecgdx.signals.digitize import _SHARED_BLOCK_WIDTH
+
+    rng = np.random.default_rng(4)
+    for w in range(1, _SHARED_BLOCK_WIDTH + 1):
+        block = (rng.random((500, w)) * rng.random((500, 1))).astype(np.float32)
+        block[rng.random(block.shape) < 0.3] = 0.0
+        padded = np.zeros((500, _SHARED_BLOCK_WIDTH), np.float32)
+        padded[:, :w] = block
+        assert np.array_equal(padded.sum(axis=1), block.sum(axis=1))
+        assert np.array_equal((padded * np.arange(_SHARED_BLOCK_WIDTH)).sum(axis=1), (block * np.arange(w)).sum(axis=1))
+
+
+def test_cheapest_path_is_the_cheapest_of_all_paths():
+    """The trace path search (costs restarted where no column offers a choice) finds a path as
+    cheap as the best of all paths enumerated one by one, on small random sets of ink runs."""
+    import itertools
+
+    from ecgdx.page.layout import step_cost
+    from ecgdx.signals.digitize import _cheapest_path
+
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        columns = sorted(rng.choice(12, size=int(rng.integers(1, 8)), replace=False).tolist())
+        per_column = []
+        for _c in columns:
+            tops = np.sort(rng.choice(60, size=int(rng.choice([1, 1, 2, 3])), replace=False))
+            per_column.append([(int(t), int(t) + int(rng.integers(1, 6))) for t in tops])
+        runs = tuple(np.array(v, np.int64) for v in zip(*[(c, r0, r1) for c, rs in zip(columns, per_column) for r0, r1 in rs]))
+        base, max_jump = float(rng.uniform(0, 60)), float(rng.uniform(3, 20))
+
+        def cost(path):
+            total = 0.02 * abs((path[0][0] + path[0][1]) / 2.0 - base)
+            return total + sum(step_cost(a, b, max_jump) for a, b in zip(path[:-1], path[1:]))
+
+        best = min(cost(p) for p in itertools.product(*per_column))
+        (cols, tops, ends), _ = _cheapest_path(runs, base, max_jump)
+        assert cols.tolist() == columns
+        chosen = list(zip(tops.tolist(), ends.tolist()))
+        assert all(run in options for run, options in zip(chosen, per_column))
+        assert cost(chosen) == pytest.approx(best, abs=1e-9)

@@ -382,3 +382,43 @@ def test_correlations_of_windows_equal_each_windows_correlation():
         batched = _correlations(_windows(x, starts, length), template)
         single = np.array([_correlation(x[s : s + length], template) for s in starts])
         assert np.array_equal(batched, single)
+
+
+def test_column_medians_equal_numpys_nanmedian():
+    """The sort-based median of the beats (the median beat and the template search) gives
+    ``np.nanmedian(rows, axis=0)`` to the bit, all-NaN and single-beat columns included."""
+    from ecgdx.signals.measure import _column_medians
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        rows = rng.normal(size=(int(rng.integers(1, 25)), int(rng.integers(1, 400)))) * 10.0 ** rng.integers(-3, 3)
+        rows[rng.random(rows.shape) < rng.random() * 0.6] = np.nan
+        rows[:, : int(rng.integers(0, 5))] = np.nan  # columns no beat reaches
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.nanmedian(rows, axis=0)
+        assert np.array_equal(_column_medians(rows), expected, equal_nan=True)
+
+
+def test_segments_cut_each_beat_as_the_definition_says():
+    """The batched beat cutting keeps the beats whose core span lies inside the record and is
+    finite, pads with NaN beyond the record and removes each beat's median over its core."""
+    from ecgdx.signals.measure import _CORE_S, _segments
+
+    fs = 250.0
+    core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
+    rng = np.random.default_rng(6)
+    for _ in range(50):
+        x = np.cumsum(rng.normal(size=2500))
+        x[rng.integers(0, 2500, 4)] = np.nan
+        fiducials = np.sort(rng.integers(-50, 2550, int(rng.integers(0, 20))))
+        pre, post = int(rng.integers(10, 150)), int(rng.integers(10, 200))
+        expected = []
+        for f in fiducials.tolist():
+            if f + core0 < 0 or f + core1 >= len(x) or not np.isfinite(x[f + core0 : f + core1 + 1]).all():
+                continue
+            row = np.array([x[i] if 0 <= i < len(x) else np.nan for i in range(f - pre, f + post + 1)])
+            expected.append(row - np.median(x[f + core0 : f + core1 + 1]))
+        rows = _segments(x, fiducials, pre, post, fs)
+        assert rows.shape == (len(expected), pre + post + 1)
+        assert np.array_equal(rows, np.array(expected).reshape(rows.shape), equal_nan=True)

@@ -229,6 +229,15 @@ def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tup
 
     merge_gap: runs of one column separated by at most this many px are joined into one.
     """
+    runs: list[list[tuple[int, int]]] = [[] for _ in range(mask.shape[1])]
+    for c, r0, r1 in zip(*(part.tolist() for part in ink_runs(mask, merge_gap)), strict=True):
+        runs[c].append((r0, r1))
+    return runs
+
+
+def ink_runs(mask: np.ndarray, merge_gap: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``column_runs`` as three (n,) int64 arrays: column, start row, end row (exclusive) of every
+    run, ordered by column, then top to bottom."""
     h, w = mask.shape
     # One scan of the column-major copy for the (few) ink pixels; runs are where the flat index
     # stops stepping by one or crosses into the next column.
@@ -249,10 +258,7 @@ def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tup
         first = np.flatnonzero(~joined)
         last = np.concatenate([first[1:] - 1, [len(start_c) - 1]])
         start_c, start_r, end_r = start_c[first], start_r[first], end_r[last]
-    runs: list[list[tuple[int, int]]] = [[] for _ in range(w)]
-    for c, r0, r1 in zip(start_c.tolist(), start_r.tolist(), end_r.tolist(), strict=True):
-        runs[c].append((r0, r1))
-    return runs
+    return start_c, start_r, end_r
 
 
 def _centroid(weights: np.ndarray, start: int, end: int) -> float:

@@ -67,6 +67,9 @@ _WINDOW_HALF_MM = 19.0
 _MAX_GAP_S = 0.06
 # A jump between the runs of neighbouring columns longer than this (mm) is penalised in the path.
 _MAX_JUMP_MM = 3.0
+# Steep strokes up to this many columns (with their neighbours) are read in one shared block
+# (_steep_strokes): numpy adds fewer than 8 numbers one by one, so zero padding changes no sum.
+_SHARED_BLOCK_WIDTH = 7
 # Ink runs of one column closer than this (px) are one run (see _read_panel).
 _MERGE_GAP_PX = 2
 # What the rhythm strip is called when its printed label cannot be read.
@@ -531,18 +534,16 @@ def _glyph_match(a: np.ndarray, b: np.ndarray) -> float:
         canvas[:, 3 + dx : 3 + dx + mask.shape[1]] = mask
         return cv2.GaussianBlur(canvas, (0, 0), 0.8)
 
-    first = placed(a, 0)
+    first = placed(a, 0).astype(np.float64)
     first -= first.mean()
-    first_energy = float((first * first).sum())
-    best = -1.0
-    for dx in (-2, -1, 0, 1, 2):
-        shifted = placed(b, dx)
-        for dy in (-1, 0, 1):
-            second = np.roll(shifted, dy, axis=0)
-            second = second - second.mean()
-            norm = math.sqrt(first_energy * float((second * second).sum()))
-            if norm > 0:
-                best = max(best, float((first * second).sum()) / norm)
+    # The 15 placements of b (2 px either side, 1 px up or down) as one (15, h, width) stack.
+    shifted = np.stack([placed(b, dx) for dx in (-2, -1, 0, 1, 2)]).astype(np.float64)
+    second = np.concatenate([np.roll(shifted, dy, axis=1) for dy in (-1, 0, 1)])
+    second -= second.mean(axis=(1, 2), keepdims=True)
+    norm = np.sqrt(float((first * first).sum()) * (second * second).sum(axis=(1, 2)))
+    cross = (second * first).sum(axis=(1, 2))
+    valid = norm > 0
+    best = float((cross[valid] / norm[valid]).max()) if valid.any() else -1.0
     return best * math.sqrt(width_ratio)
 
 
@@ -664,13 +665,13 @@ def _read_panel(a, ink, fine: _Fine, row: int, x_left: float, x_right: float) ->
     base = a.rows[row].baseline * f
     # A steep thin stroke drawn along a column boundary is only partly dark in each column and
     # breaks up at the ink threshold: nearby runs of a column are one.
-    runs = _layout.column_runs(mask, merge_gap=_MERGE_GAP_PX * f)
+    runs = _layout.ink_runs(mask, merge_gap=_MERGE_GAP_PX * f)
     path, jumps = _cheapest_path(runs, base - oy * f, _MAX_JUMP_MM * a.ppm * f)
     limits = _shared_limits(a, row, oy, f, mask.shape[0])
     crossing = _crossing_columns(path, limits)
     path, merged = _clip_shared(path, limits, mask.shape[0])
     xs, ys, start, end = _column_values(path, flat)
-    inked = max(1, sum(1 for r in path if r is not None))
+    inked = max(1, len(path[0]))
     # Continuity: jumps over gaps, columns where this row's ink merges with a neighbour's, and
     # columns where its waves run past half-way to a neighbouring row (where the two rows' waves
     # may cross and be taken for each other).
@@ -698,19 +699,20 @@ def _shared_limits(a, row: int, oy: int, f: int, height: int):
     return out[0], out[1]
 
 
-def _crossing_columns(path: list[tuple[int, int] | None], limits) -> int:
+def _crossing_columns(path: tuple[np.ndarray, np.ndarray, np.ndarray], limits) -> int:
     """Number of columns whose run reaches past the half-way line to a neighbouring row."""
     up, down = limits
-    runs = np.array([r for r in path if r is not None], float).reshape(-1, 2)
-    crossing = np.zeros(len(runs), bool)
+    _, tops, bottoms = path
+    crossing = np.zeros(len(tops), bool)
     if up is not None:
-        crossing |= runs[:, 0] < up[0]
+        crossing |= tops < up[0]
     if down is not None:
-        crossing |= runs[:, 1] > down[0]
+        crossing |= bottoms > down[0]
     return int(crossing.sum())
 
 
-def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tuple[list[tuple[int, int] | None], int]:
+def _clip_shared(path: tuple[np.ndarray, np.ndarray, np.ndarray], limits,
+                 height: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]:
     """Cut runs that run on into a neighbouring row's trace back to the half-way line between the rows.
 
     A run that reaches the band of the neighbour's own trace (2 mm around its baseline) is this
@@ -719,15 +721,17 @@ def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tup
     (path, number of columns cut).
     """
     up, down = limits
-    out: list[tuple[int, int] | None] = []
-    cut = 0
-    # Only runs past a half-way line can need cutting; the rest pass unchanged (fast path).
+    columns, tops, bottoms = path
+    # Only runs past a half-way line can need cutting; the rest pass unchanged.
     top = -math.inf if up is None else up[0]
     bottom = math.inf if down is None else down[0]
-    for run in path:
-        if run is None or (run[0] >= top and run[1] <= bottom):
-            out.append(run)
-            continue
+    beyond = np.flatnonzero((tops < top) | (bottoms > bottom))
+    if not len(beyond):
+        return path, 0
+    tops, bottoms = tops.copy(), bottoms.copy()
+    cut = 0
+    for i in beyond.tolist():
+        run = (int(tops[i]), int(bottoms[i]))
         r0, r1 = run
         if up is not None and r0 <= up[1] and r1 > up[0]:
             r0 = int(math.floor(up[0]))
@@ -736,8 +740,8 @@ def _clip_shared(path: list[tuple[int, int] | None], limits, height: int) -> tup
         r0, r1 = max(0, min(r0, height - 1)), min(height, max(r1, r0 + 1))
         if (r0, r1) != run:
             cut += 1
-        out.append((r0, max(r1, r0 + 1)))
-    return out, cut
+        tops[i], bottoms[i] = r0, max(r1, r0 + 1)
+    return (columns, tops, bottoms), cut
 
 
 def _panel_window(a, ink, row: int, x_left: float, x_right: float):
@@ -783,30 +787,43 @@ def _panel_window(a, ink, row: int, x_left: float, x_right: float):
     return window, flat, (sy0, sx0)
 
 
-def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: float):
-    """One run per column (None where a column has no ink): the cheapest left-to-right path.
+def _cheapest_path(runs: tuple[np.ndarray, np.ndarray, np.ndarray], base: float, max_jump: float):
+    """One run per inked column: the cheapest left-to-right path.
 
-    Step cost between runs of consecutive inked columns: their vertical gap (0 when they touch),
-    +1000 beyond ``max_jump``, + 1 % of the centre shift (``layout.step_cost``). The path may start
-    anywhere; starting far from the baseline costs 2 % of the distance (prefers the row's own trace
-    over stray ink). Returns (path, number of steps that jumped a gap > 1 px).
+    runs: (column, top, end) arrays of every ink run (``layout.ink_runs``: ordered by column, then
+    top to bottom). Step cost between runs of consecutive inked columns: their vertical gap (0 when
+    they touch), +1000 beyond ``max_jump``, + 1 % of the centre shift (``layout.step_cost``). The
+    path may start anywhere; starting far from the baseline costs 2 % of the distance (prefers the
+    row's own trace over stray ink). Returns ((column, top, end) arrays of the chosen runs, one per
+    inked column, in column order; number of steps that jumped a gap > 1 px).
     """
-    cols = [c for c in range(len(runs)) if runs[c]]
-    path: list[tuple[int, int] | None] = [None] * len(runs)
-    if not cols:
-        return path, 0
-    count = [len(runs[c]) for c in cols]
+    run_columns, run_tops, run_ends = runs
+    if not len(run_columns):
+        empty = np.zeros(0, np.int64)
+        return (empty, empty, empty), 0
+    first = np.flatnonzero(np.concatenate([[True], run_columns[1:] != run_columns[:-1]]))
+    count = np.diff(np.concatenate([first, [len(run_columns)]]))
+    cols = run_columns[first]
+
+    def column(k: int) -> list[tuple[int, int]]:
+        lo, hi = int(first[k]), int(first[k] + count[k])
+        return list(zip(run_tops[lo:hi].tolist(), run_ends[lo:hi].tolist(), strict=True))
+
     # A column with one run after a column with one run: every path passes both, so the costs
     # restart from 0 there (only differences between states matter) and nothing needs choosing.
     # Most columns of a clean trace are like this; only the others are visited below.
-    choosing = [k for k in range(1, len(cols)) if count[k] > 1 or count[k - 1] > 1]
-    costs = [0.02 * abs((r0 + r1) / 2.0 - base) for r0, r1 in runs[cols[0]]]
+    choosing = (np.flatnonzero((count[1:] > 1) | (count[:-1] > 1)) + 1).tolist()
+    costs = [0.02 * abs((r0 + r1) / 2.0 - base) for r0, r1 in column(0)]
     back: dict[int, list[int]] = {}
     last = 0
+    current = column(0)
     for k in choosing:
         if k - 1 != last:
             costs = [0.0]  # column k - 1 restarted the costs
-        prev, current = runs[cols[k - 1]], runs[cols[k]]
+            prev = column(k - 1)
+        else:
+            prev = current
+        current = column(k)
         new_costs, choice = [], []
         for run in current:
             best, cost = _layout.cheapest_step(prev, costs, run, max_jump)
@@ -816,17 +833,14 @@ def _cheapest_path(runs: list[list[tuple[int, int]]], base: float, max_jump: flo
         costs, last = new_costs, k
     if last != len(cols) - 1:
         costs = [0.0]
-    chosen = [0] * len(cols)
+    chosen = np.zeros(len(cols), np.int64)
     chosen[-1] = int(np.argmin(costs))
-    for k in range(len(cols) - 1, 0, -1):
-        if k in back:
-            chosen[k - 1] = back[k][chosen[k]]
-    chosen_runs = [runs[c][i] for c, i in zip(cols, chosen, strict=True)]
-    for c, run in zip(cols, chosen_runs, strict=True):
-        path[c] = run
-    ends = np.array(chosen_runs).reshape(-1, 2)
-    gaps = np.maximum(0, np.maximum(ends[:-1, 0] - ends[1:, 1], ends[1:, 0] - ends[:-1, 1]))
-    return path, int((gaps > 1).sum())
+    for k in sorted(back, reverse=True):
+        chosen[k - 1] = back[k][int(chosen[k])]
+    index = first + chosen
+    tops, ends = run_tops[index], run_ends[index]
+    gaps = np.maximum(0, np.maximum(tops[:-1] - ends[1:], tops[1:] - ends[:-1]))
+    return (cols, tops, ends), int((gaps > 1).sum())
 
 
 @dataclass
@@ -856,9 +870,9 @@ def _consecutive_runs(flags: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.stack([index[starts], index[ends]], axis=1)
 
 
-def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
-    """Sub-pixel trace samples (x, y) in window px from one ink run per column, plus the x where the
-    centre line starts and ends (None without ink).
+def _column_values(path: tuple[np.ndarray, np.ndarray, np.ndarray], flat: np.ndarray):
+    """Sub-pixel trace samples (x, y) in window px from one ink run per column (``path``: column,
+    top, end arrays), plus the x where the centre line starts and ends (None without ink).
 
     Darkness per pixel = (255 - flat) / (255 - ink level), clipped to 0..1, so anti-aliased edge
     pixels count partly; a run's ends are refined by the darkness of its end pixels and of the pixels
@@ -867,14 +881,12 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     (``_column_samples``: the darkness-weighted centre, or the extreme at a peak or trough), steep
     strokes re-read per row (``_steep_strokes``).
     """
-    cols = [c for c, r in enumerate(path) if r is not None]
-    if not cols:
+    c_idx, r0, r1 = path
+    if not len(c_idx):
         return np.zeros(0), np.zeros(0), None, None
     inked = flat[flat < INK_LEVEL]
     ink_level = float(np.percentile(inked, 5)) if inked.size else 0.0
     dark = _Darkness(flat, max(1.0, 255.0 - ink_level))
-    c_idx = np.array(cols)
-    r0, r1 = np.array([path[c] for c in cols]).T
     tops = r0 + (1.0 - dark.at(r0, c_idx)) - dark.at(r0 - 1, c_idx)
     bottoms = r1 - (1.0 - dark.at(r1 - 1, c_idx)) + dark.at(r1, c_idx)
     # Each run's total darkness and centre over its rows +/- 1, from those pixels only (one gather
@@ -893,8 +905,8 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     columns = _Columns(c_idx, tops + width / 2.0, bottoms - width / 2.0, centres)
     xs = c_idx + 0.5
     ys, extreme = _column_samples(columns)
-    run_top = np.zeros(len(path), np.int64)
-    run_end = np.zeros(len(path), np.int64)
+    run_top = np.zeros(flat.shape[1], np.int64)
+    run_end = np.zeros(flat.shape[1], np.int64)
     run_top[c_idx], run_end[c_idx] = r0, r1
     xs, ys = _steep_strokes(columns, extreme, xs, ys, (run_top, run_end), dark, width)
     # Ends of the line: the first/last inked column and the faint column beyond it (anti-aliased,
@@ -902,8 +914,9 @@ def _column_values(path: list[tuple[int, int] | None], flat: np.ndarray):
     # gives the end of an equivalent square-ended line; a round cap of radius width/2 holds
     # pi/8 * width^2 of ink, so the centre line ends pi/8 * width further in.
     cap = math.pi / 8.0 * width
-    start = cols[0] + 1.0 - min(1.0, mass[0] / width) - min(1.0, _beyond(dark, path[cols[0]], cols[0] - 1) / width)
-    end = cols[-1] + min(1.0, mass[-1] / width) + min(1.0, _beyond(dark, path[cols[-1]], cols[-1] + 1) / width)
+    head, tail = int(c_idx[0]), int(c_idx[-1])
+    start = head + 1.0 - min(1.0, mass[0] / width) - min(1.0, _beyond(dark, (int(r0[0]), int(r1[0])), head - 1) / width)
+    end = tail + min(1.0, mass[-1] / width) + min(1.0, _beyond(dark, (int(r0[-1]), int(r1[-1])), tail + 1) / width)
     return xs, ys, start + cap, end - cap
 
 
@@ -1036,14 +1049,19 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
     ok = np.zeros(len(row), bool)
     total = np.ones(len(row), np.float32)
     moment = np.zeros(len(row))
-    # Rows of strokes of one width form one 2-D block (rows x the stroke's columns plus one on each
-    # side), read as a single stroke's block would be, sums in the same order.
-    for w in np.unique(widths).tolist():
-        rows = np.flatnonzero(widths[stroke_of_row] == w)
+    # Rows of strokes form 2-D blocks (rows x the stroke's columns plus one on each side), read as a
+    # single stroke's block would be, sums in the same order: strokes up to 7 columns wide share one
+    # block padded with empty columns (numpy sums rows shorter than 8 one by one, so trailing zeros
+    # leave every sum as it was); each wider width has its own.
+    padded = np.where(widths <= _SHARED_BLOCK_WIDTH, min(_SHARED_BLOCK_WIDTH, int(widths.max())), widths)
+    for w in np.unique(padded).tolist():
+        rows = np.flatnonzero(padded[stroke_of_row] == w)
         r = row[rows][:, None]
+        own = np.arange(w) < widths[stroke_of_row[rows]][:, None]
         cols = c0[stroke_of_row[rows]][:, None] + np.arange(w)
+        looked_up = np.minimum(cols, len(run_top) - 1)
         # Each column's darkness over the rows of its own ink run only (neighbouring ink is not the stroke).
-        in_run = (r >= run_top[cols]) & (r < run_end[cols])
+        in_run = own & (r >= run_top[looked_up]) & (r < run_end[looked_up])
         block = np.zeros(cols.shape, np.float32)
         block[in_run] = dark.at(np.broadcast_to(r, cols.shape)[in_run], cols[in_run])
         inked = block > 0.2

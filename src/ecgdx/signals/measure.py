@@ -464,16 +464,17 @@ def _segments(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: flo
     span (the whole QRS) is finite."""
     n = len(x)
     core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
-    rows = []
-    for f in fiducials:
-        if f + core0 < 0 or f + core1 >= n or not np.isfinite(x[f + core0 : f + core1 + 1]).all():
-            continue
-        row = np.full(pre + post + 1, np.nan)
-        lo, hi = max(0, f - pre), min(n, f + post + 1)
-        row[lo - (f - pre) : hi - (f - pre)] = x[lo:hi]
-        # Baseline wander shifts whole beats; their median over the QRS span lines them up.
-        rows.append(row - np.median(x[f + core0 : f + core1 + 1]))
-    return np.array(rows).reshape(len(rows), pre + post + 1)
+    f = np.asarray(fiducials, np.int64).reshape(-1)
+    f = f[(f + core0 >= 0) & (f + core1 < n)]
+    # Non-finite samples before each index: a beat's core is finite when none lie inside it.
+    missing = np.concatenate([[0], np.cumsum(~np.isfinite(x))])
+    f = f[missing[f + core1 + 1] == missing[f + core0]]
+    index = f[:, None] + np.arange(-pre, post + 1)
+    inside = (index >= 0) & (index < n)
+    rows = np.where(inside, x[np.clip(index, 0, max(n - 1, 0))].astype(np.float64), np.nan)
+    # Baseline wander shifts whole beats; their median over the QRS span lines them up.
+    core = x[f[:, None] + np.arange(core0, core1 + 1)]
+    return rows - np.median(core, axis=1)[:, None] if len(f) else rows
 
 
 def _median_beat(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> tuple[np.ndarray | None, int]:
@@ -481,9 +482,18 @@ def _median_beat(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: 
     rows = _segments(x, fiducials, pre, post, fs)
     if not len(rows):
         return None, 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # all-NaN columns stay NaN
-        return np.nanmedian(rows, axis=0), len(rows)
+    return _column_medians(rows), len(rows)
+
+
+def _column_medians(rows: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(rows, axis=0)`` (NaN where a column has no number), the same values at a
+    quarter of its cost on (beats, samples) arrays: one sort, then the middle finite entries."""
+    ordered = np.sort(rows, axis=0)  # NaN sorts last
+    count = np.count_nonzero(~np.isnan(rows), axis=0)
+    columns = np.arange(rows.shape[1])
+    low = ordered[np.maximum((count - 1) // 2, 0), columns]
+    high = ordered[np.minimum(count // 2, rows.shape[0] - 1), columns]
+    return np.where(count > 0, (low + high) / 2.0, np.nan)
 
 
 def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: float) -> np.ndarray:
@@ -494,7 +504,7 @@ def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: f
     if len(rows) < 2:
         return np.asarray(kept, int)
     shift_max = int(round(0.012 * fs))
-    template = np.nanmedian(rows, axis=0)[core]
+    template = _column_medians(rows)[core]
     out = []
     shifts = np.arange(-shift_max, shift_max + 1)
     shifts = shifts[(core.start + shifts >= 0) & (core.stop + shifts <= rows.shape[1])]
