@@ -6,7 +6,7 @@ The pre-registered comparisons H2 and H5 of ``docs/evaluation.md``: the shipped 
 at a balanced prior, the ST-elevation finding weighed by Bayes' rule,
 ``benchmarks/measurement_evidence.py``) against the same decision that also weighs other criteria of
 ``ecgdx.signals.findings``: tachycardia (> 100 bpm) and an irregular rhythm (RR SDNN > 10 % of the
-mean RR) by default (H2), or pathological Q waves (``--findings pathological_q``, H5). Each finding multiplies the
+mean RR) by default (H2), or pathological Q waves (``--findings pathological_q``, H5), or ST depression (``--findings st_depression``, H9). Each finding multiplies the
 probabilities by P(finding | class), met or not met, counted on the other folds with Laplace
 smoothing (``ecgdx.decision.fit_st_elevation_rates``, which counts any 1/0/NaN finding), as if the
 findings were independent given the class; a finding that could not be assessed weighs nothing.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RHYTHM = ("tachycardia", "irregular_rhythm")
 # The start of the finding's "not assessed" line in ecgdx.signals.findings.
 NOT_ASSESSED_PREFIX = {"tachycardia": "Heart rate", "irregular_rhythm": "Rhythm regularity",
-                       "pathological_q": "Pathological Q waves"}
+                       "pathological_q": "Pathological Q waves", "st_depression": "ST elevation and depression"}
 
 
 def _findings_of(task: tuple[str, tuple[str, ...]]) -> tuple[float, ...]:
