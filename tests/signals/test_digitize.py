@@ -521,16 +521,17 @@ def test_cheapest_path_is_the_cheapest_of_all_paths():
         for _c in columns:
             tops = np.sort(rng.choice(60, size=int(rng.choice([1, 1, 2, 3])), replace=False))
             per_column.append([(int(t), int(t) + int(rng.integers(1, 6))) for t in tops])
-        runs = tuple(np.array(v, np.int64) for v in zip(*[(c, r0, r1) for c, rs in zip(columns, per_column) for r0, r1 in rs]))
+        flat_runs = [(c, r0, r1) for c, rs in zip(columns, per_column, strict=True) for r0, r1 in rs]
+        runs = tuple(np.array(part, np.int64) for part in zip(*flat_runs, strict=True))
         base, max_jump = float(rng.uniform(0, 60)), float(rng.uniform(3, 20))
 
-        def cost(path):
+        def cost(path, base=base, max_jump=max_jump):
             total = 0.02 * abs((path[0][0] + path[0][1]) / 2.0 - base)
-            return total + sum(step_cost(a, b, max_jump) for a, b in zip(path[:-1], path[1:]))
+            return total + sum(step_cost(a, b, max_jump) for a, b in zip(path[:-1], path[1:], strict=True))
 
         best = min(cost(p) for p in itertools.product(*per_column))
         (cols, tops, ends), _ = _cheapest_path(runs, base, max_jump)
         assert cols.tolist() == columns
-        chosen = list(zip(tops.tolist(), ends.tolist()))
-        assert all(run in options for run, options in zip(chosen, per_column))
+        chosen = list(zip(tops.tolist(), ends.tolist(), strict=True))
+        assert all(run in options for run, options in zip(chosen, per_column, strict=True))
         assert cost(chosen) == pytest.approx(best, abs=1e-9)
