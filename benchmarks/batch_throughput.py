@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from side_by_side import round_order
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ECGDX_DATA_DIR", REPO.parent / "shared" / "data"))
 
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"this": REPO / "src"} | ({"other": args.against} if args.against else {})
     speeds: dict[str, list[float]] = {name: [] for name in trees}
     for k in range(args.rounds):
-        for name, src in trees.items():
+        # Each tree goes first in every other round (side_by_side.round_order).
+        for name, src in round_order(trees, k):
             speeds[name].append(one_round(src, args.copies))
         print(f"round {k + 1}: " + ", ".join(f"{n} {s[-1]:.1f} pages/s" for n, s in speeds.items()), flush=True)
     for name, values in speeds.items():

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from side_by_side import round_order
+
 DEFAULT_DATA = Path(os.environ.get("ECGDX_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"this tree": SRC} | ({"against": args.against.resolve()} if args.against else {})
     rows: dict[str, list[dict]] = {name: [] for name in trees}
     for k in range(args.rounds):
-        for name, src in trees.items():
+        # Each tree goes first in every other round (side_by_side.round_order).
+        for name, src in round_order(trees, k):
             rows[name] += run_round(src, pages)
         print(f"round {k + 1}/{args.rounds}: " + ", ".join(
             f"{name} {statistics.median(r['total'] for r in rows[name]):.0f} ms" for name in trees), flush=True)

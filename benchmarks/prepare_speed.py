@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from side_by_side import round_order
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ECGDX_DATA_DIR", REPO.parent / "shared" / "data"))
 MODEL = REPO / "src" / "ecgdx" / "assets" / "default.onnx"
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         runs["other"] = (args.against or REPO / "src", args.against_model or args.model)
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for k in range(args.rounds):
-        for name, (src, model) in runs.items():
+        # Each tree goes first in every other round (side_by_side.round_order).
+        for name, (src, model) in round_order(runs, k):
             rounds[name].append(one_round(src, args.repeats, model))
         print(f"round {k + 1}: " + ", ".join(f"{n} preparation {r[-1]['preparation']:.1f} ms, end to end "
                                              f"{r[-1]['end_to_end']:.1f} ms" for n, r in rounds.items()), flush=True)
