@@ -124,7 +124,7 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     """(4, 2) float32 corners (TL, TR, BR, BL, input px) of a paper sheet on a darker background, or None."""
     h, w = gray.shape
     scale = _QUAD_WIDTH / w if w > _QUAD_WIDTH else 1.0
-    small = cv2.resize(gray, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = _area_resize(gray, (max(8, round(w * scale)), max(8, round(h * scale))))
     # Close first: the sheet's ink and grid must not cut it into pieces.
     closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
     blurred = cv2.GaussianBlur(closed, (5, 5), 0)
@@ -154,6 +154,19 @@ def find_sheet(gray: np.ndarray) -> np.ndarray | None:
     return _order_corners(corners / scale)
 
 
+def _area_resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(gray, size, INTER_AREA)`` for the coarse copies the sheet and lighting steps
+    read, ~3x faster: an exact integer block average (OpenCV's fast path) down to 2-4x the target
+    size first, the fractional area step on that. Thin lines then fall on block boundaries a few
+    pixels off (single pixels differ by up to ~60 gray levels, 2 on average), which the closing and
+    blur of those steps remove; both measure the paper, not the lines."""
+    ratio = min(gray.shape[1] / size[0], gray.shape[0] / size[1])
+    factor = int(ratio // 2)
+    if factor >= 2:
+        gray = shrink(gray, factor)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
 def _order_corners(points: np.ndarray) -> np.ndarray:
     s = points.sum(axis=1)
     d = points[:, 0] - points[:, 1]
@@ -181,7 +194,7 @@ def _even_lighting(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """(page, unevenness): divide by the paper brightness when it varies by > 12 %."""
     h, w = gray.shape
     factor = max(1, int(math.ceil(w / 256)))
-    small = cv2.resize(gray, (max(8, w // factor), max(8, h // factor)), interpolation=cv2.INTER_AREA)
+    small = _area_resize(gray, (max(8, w // factor), max(8, h // factor)))
     # A closing wider than a trace, a grid square or a text line leaves the paper's brightness.
     size = max(5, (small.shape[1] // 24) | 1)
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
