@@ -190,7 +190,6 @@ def test_clean_scans_measure_no_perspective():
         assert matrix is None, lines
 
 
-
 def test_the_quick_coarse_copy_measures_what_a_direct_resize_does(monkeypatch):
     """The sheet and lighting steps read coarse copies made by an exact integer pre-shrink and a
     short fractional step (`_area_resize`) instead of one fractional INTER_AREA resize of the whole

@@ -419,6 +419,10 @@ def test_segments_cut_each_beat_as_the_definition_says():
                 continue
             row = np.array([x[i] if 0 <= i < len(x) else np.nan for i in range(f - pre, f + post + 1)])
             expected.append(row - np.median(x[f + core0 : f + core1 + 1]))
-        rows = _segments(x, fiducials, pre, post, fs)
-        assert rows.shape == (len(expected), pre + post + 1)
+        rows, kept = _segments(x, fiducials, pre, post, fs)
+        assert rows.shape == (len(expected), pre + post + 1) and len(kept) == len(expected)
         assert np.array_equal(rows, np.array(expected).reshape(rows.shape), equal_nan=True)
+        for f, row in zip(kept.tolist(), rows, strict=True):
+            assert f in fiducials.tolist() and row[pre] == x[f] - np.median(x[f + core0 : f + core1 + 1])
+    with pytest.raises(TypeError, match="sample indices"):
+        _segments(x, np.array([100.5, 900.0]), 10, 10, fs)  # samples, not seconds

@@ -225,10 +225,8 @@ def _runs(mask_1d: np.ndarray) -> list[tuple[int, int]]:
 
 
 def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tuple[int, int]]]:
-    """Per column of a (h, w) 0/1 array, the [(start, end_exclusive)] runs of ink, top to bottom.
-
-    merge_gap: runs of one column separated by at most this many px are joined into one.
-    """
+    """``ink_runs`` per column: for each column of ``mask``, its [(start, end_exclusive)] runs, top
+    to bottom (an empty list where the column has no ink)."""
     runs: list[list[tuple[int, int]]] = [[] for _ in range(mask.shape[1])]
     for c, r0, r1 in zip(*(part.tolist() for part in ink_runs(mask, merge_gap)), strict=True):
         runs[c].append((r0, r1))
@@ -236,8 +234,12 @@ def column_runs(mask: np.ndarray, merge_gap: int | None = None) -> list[list[tup
 
 
 def ink_runs(mask: np.ndarray, merge_gap: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``column_runs`` as three (n,) int64 arrays: column, start row, end row (exclusive) of every
-    run, ordered by column, then top to bottom."""
+    """The runs of ink of a (h, w) 0/1 array: maximal stretches of consecutive inked pixels down one
+    column. Three (n,) int64 arrays, column, start row and end row (exclusive) of every run, ordered
+    by column, then top to bottom.
+
+    merge_gap: runs of one column separated by at most this many px are joined into one.
+    """
     h, w = mask.shape
     # One scan of the column-major copy for the (few) ink pixels; runs are where the flat index
     # stops stepping by one or crosses into the next column.
@@ -251,7 +253,7 @@ def ink_runs(mask: np.ndarray, merge_gap: int | None = None) -> tuple[np.ndarray
         start_r = ink[firsts] - start_c * h
         end_r = ink[lasts] - start_c * h + 1
     else:
-        start_c = start_r = end_r = np.zeros(0, np.int64)
+        start_c, start_r, end_r = (np.zeros(0, np.int64) for _ in range(3))
     if merge_gap is not None and len(start_c):
         joined = np.zeros(len(start_c), bool)
         joined[1:] = (start_c[1:] == start_c[:-1]) & (start_r[1:] - end_r[:-1] <= merge_gap)

@@ -534,14 +534,17 @@ def _glyph_match(a: np.ndarray, b: np.ndarray) -> float:
         canvas[:, 3 + dx : 3 + dx + mask.shape[1]] = mask
         return cv2.GaussianBlur(canvas, (0, 0), 0.8)
 
-    first = placed(a, 0).astype(np.float64)
+    first = placed(a, 0)
     first -= first.mean()
-    # The 15 placements of b (2 px either side, 1 px up or down) as one (15, h, width) stack.
-    shifted = np.stack([placed(b, dx) for dx in (-2, -1, 0, 1, 2)]).astype(np.float64)
-    second = np.concatenate([np.roll(shifted, dy, axis=1) for dy in (-1, 0, 1)])
+    first_energy = float((first * first).sum())
+    # The 15 placements of b (2 px either side, 1 px up or down) as one (15, h, width) float32
+    # stack; each placement's sums are over its own contiguous block, as for a single array.
+    shifted = np.stack([placed(b, dx) for dx in (-2, -1, 0, 1, 2)])
+    second = np.stack([np.roll(s, dy, axis=0) for s in shifted for dy in (-1, 0, 1)])
     second -= second.mean(axis=(1, 2), keepdims=True)
-    norm = np.sqrt(float((first * first).sum()) * (second * second).sum(axis=(1, 2)))
-    cross = (second * first).sum(axis=(1, 2))
+    energy = (second * second).sum(axis=(1, 2)).astype(np.float64)
+    cross = (first * second).sum(axis=(1, 2)).astype(np.float64)
+    norm = np.sqrt(first_energy * energy)
     valid = norm > 0
     best = float((cross[valid] / norm[valid]).max()) if valid.any() else -1.0
     return best * math.sqrt(width_ratio)
@@ -799,8 +802,7 @@ def _cheapest_path(runs: tuple[np.ndarray, np.ndarray, np.ndarray], base: float,
     """
     run_columns, run_tops, run_ends = runs
     if not len(run_columns):
-        empty = np.zeros(0, np.int64)
-        return (empty, empty, empty), 0
+        return tuple(np.zeros(0, np.int64) for _ in range(3)), 0
     first = np.flatnonzero(np.concatenate([[True], run_columns[1:] != run_columns[:-1]]))
     count = np.diff(np.concatenate([first, [len(run_columns)]]))
     cols = run_columns[first]
@@ -1050,9 +1052,9 @@ def _steep_strokes(columns: _Columns, extreme: np.ndarray, xs: np.ndarray, ys: n
     total = np.ones(len(row), np.float32)
     moment = np.zeros(len(row))
     # Rows of strokes form 2-D blocks (rows x the stroke's columns plus one on each side), read as a
-    # single stroke's block would be, sums in the same order: strokes up to 7 columns wide share one
-    # block padded with empty columns (numpy sums rows shorter than 8 one by one, so trailing zeros
-    # leave every sum as it was); each wider width has its own.
+    # single stroke's block would be, sums in the same order: strokes up to _SHARED_BLOCK_WIDTH
+    # columns wide share one block padded with empty columns (trailing zeros leave those short
+    # sums as they were); each wider width has its own.
     padded = np.where(widths <= _SHARED_BLOCK_WIDTH, min(_SHARED_BLOCK_WIDTH, int(widths.max())), widths)
     for w in np.unique(padded).tolist():
         rows = np.flatnonzero(padded[stroke_of_row] == w)

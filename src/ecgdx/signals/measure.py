@@ -459,12 +459,15 @@ def _guarded(x: np.ndarray, fs: float) -> np.ndarray:
     return np.where(inside, x, np.nan)
 
 
-def _segments(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> np.ndarray:
-    """(beats, pre + post + 1) samples around each fiducial (NaN outside x); only beats whose core
-    span (the whole QRS) is finite."""
+def _segments(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """(beats, pre + post + 1) samples around each fiducial (NaN outside x), and the fiducials
+    kept: only beats whose core span (the whole QRS) lies inside x and is finite."""
+    f = np.asarray(fiducials)
+    if f.ndim != 1 or (f.size and not np.issubdtype(f.dtype, np.integer)):
+        raise TypeError(f"fiducials must be a 1-D array of sample indices, got {f.dtype} of shape {f.shape}")
+    f = f.astype(np.int64)
     n = len(x)
     core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
-    f = np.asarray(fiducials, np.int64).reshape(-1)
     f = f[(f + core0 >= 0) & (f + core1 < n)]
     # Non-finite samples before each index: a beat's core is finite when none lie inside it.
     missing = np.concatenate([[0], np.cumsum(~np.isfinite(x))])
@@ -472,14 +475,15 @@ def _segments(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: flo
     index = f[:, None] + np.arange(-pre, post + 1)
     inside = (index >= 0) & (index < n)
     rows = np.where(inside, x[np.clip(index, 0, max(n - 1, 0))].astype(np.float64), np.nan)
-    # Baseline wander shifts whole beats; their median over the QRS span lines them up.
-    core = x[f[:, None] + np.arange(core0, core1 + 1)]
-    return rows - np.median(core, axis=1)[:, None] if len(f) else rows
+    if len(f):
+        # Baseline wander shifts whole beats; their median over the QRS span lines them up.
+        rows -= np.median(x[f[:, None] + np.arange(core0, core1 + 1)], axis=1)[:, None]
+    return rows, f
 
 
 def _median_beat(x: np.ndarray, fiducials: np.ndarray, pre: int, post: int, fs: float) -> tuple[np.ndarray | None, int]:
     """The sample-wise median of the lead's beats (NaN where no beat has a sample) and the count."""
-    rows = _segments(x, fiducials, pre, post, fs)
+    rows, _ = _segments(x, fiducials, pre, post, fs)
     if not len(rows):
         return None, 0
     return _column_medians(rows), len(rows)
@@ -498,9 +502,8 @@ def _column_medians(rows: np.ndarray) -> np.ndarray:
 
 def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: float) -> np.ndarray:
     """The fiducials (record samples) of the beats shaped like the median beat, aligned to it."""
-    rows = _segments(x, peaks, pre, post, fs)
+    rows, kept = _segments(x, peaks, pre, post, fs)
     core = _core_slice(pre, fs)
-    kept = [int(p) for p in peaks if _has_core(x, int(p), fs)]
     if len(rows) < 2:
         return np.asarray(kept, int)
     shift_max = int(round(0.012 * fs))
@@ -508,7 +511,7 @@ def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: f
     out = []
     shifts = np.arange(-shift_max, shift_max + 1)
     shifts = shifts[(core.start + shifts >= 0) & (core.stop + shifts <= rows.shape[1])]
-    for p, row in zip(kept, rows, strict=True):
+    for p, row in zip(kept.tolist(), rows, strict=True):
         if not len(shifts):
             continue
         r = _correlations(_windows(row, core.start + shifts, core.stop - core.start), template)
@@ -520,11 +523,6 @@ def _dominant_beats(x: np.ndarray, peaks: np.ndarray, pre: int, post: int, fs: f
 
 def _core_slice(pre: int, fs: float) -> slice:
     return slice(pre + int(round(_CORE_S[0] * fs)), pre + int(round(_CORE_S[1] * fs)) + 1)
-
-
-def _has_core(x: np.ndarray, f: int, fs: float) -> bool:
-    core0, core1 = int(round(_CORE_S[0] * fs)), int(round(_CORE_S[1] * fs))
-    return f + core0 >= 0 and f + core1 < len(x) and bool(np.isfinite(x[f + core0 : f + core1 + 1]).all())
 
 
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
