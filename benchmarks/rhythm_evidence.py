@@ -2,12 +2,13 @@
 
     python benchmarks/rhythm_evidence.py docs/cv/RUN [--findings tachycardia,irregular_rhythm] [--jobs 2]
 
-The pre-registered comparisons H2 and H5 of ``docs/evaluation.md``: the shipped decision (image model
+The pre-registered comparisons H2, H5 and H9 of ``docs/evaluation.md``: the shipped decision (image model
 at a balanced prior, the ST-elevation finding weighed by Bayes' rule,
 ``benchmarks/measurement_evidence.py``) against the same decision that also weighs other criteria of
 ``ecgdx.signals.findings``: tachycardia (> 100 bpm) and an irregular rhythm (RR SDNN > 10 % of the
-mean RR) by default (H2), or pathological Q waves (``--findings pathological_q``, H5), or ST depression (``--findings st_depression``, H9). Each finding multiplies the
-probabilities by P(finding | class), met or not met, counted on the other folds with Laplace
+mean RR) by default (H2), or pathological Q waves (``--findings pathological_q``, H5), or ST
+depression (``--findings st_depression``, H9). Each finding multiplies the probabilities by
+P(finding | class), met or not met, counted on the other folds with Laplace
 smoothing (``ecgdx.decision.fit_st_elevation_rates``, which counts any 1/0/NaN finding), as if the
 findings were independent given the class; a finding that could not be assessed weighs nothing.
 Nothing is fitted on the held-out fold, and there is no free weight.

@@ -803,9 +803,7 @@ def _cheapest_path(runs: tuple[np.ndarray, np.ndarray, np.ndarray], base: float,
     run_columns, run_tops, run_ends = runs
     if not len(run_columns):
         return tuple(np.zeros(0, np.int64) for _ in range(3)), 0
-    first = np.flatnonzero(np.concatenate([[True], run_columns[1:] != run_columns[:-1]]))
-    count = np.diff(np.concatenate([first, [len(run_columns)]]))
-    cols = run_columns[first]
+    cols, first, count = np.unique(run_columns, return_index=True, return_counts=True)
 
     def column(k: int) -> list[tuple[int, int]]:
         lo, hi = int(first[k]), int(first[k] + count[k])
